@@ -1,0 +1,144 @@
+"""Forward kinematics: the op's Python API, its autograd formula and fake kernels.
+
+Conventions (Momentum's): joint parameters are ``(tx, ty, tz, rx, ry, rz, s)``
+per joint, angles in radians, ``s`` a log2 scale. A skeleton state is
+``(tx, ty, tz, qx, qy, qz, qw, s)`` per joint: the global translation, the
+global rotation as a unit quaternion in xyzw order, and the global (not log)
+uniform scale. For joint ``j`` with parent ``p``::
+
+    t_local = offsets[j] + (tx, ty, tz)
+    q_local = pre_rotations[j] * qz(rz) * qy(ry) * qx(rx)
+    s_local = 2 ** s
+    t = t_p + s_p * R(q_p) t_local,  q = q_p * q_local,  s = s_p * s_local
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ops = torch.ops.momentum
+
+
+def _as_joint_parameters(joint_parameters: torch.Tensor, joints: int) -> torch.Tensor:
+    """Accepts ``[..., J, 7]`` or the flat ``[..., J*7]``; returns ``[..., J, 7]``."""
+    shape = joint_parameters.shape
+    if len(shape) >= 2 and shape[-1] == 7 and shape[-2] == joints:
+        return joint_parameters
+    if len(shape) >= 1 and shape[-1] == 7 * joints:
+        return joint_parameters.unflatten(-1, (joints, 7))
+    raise ValueError(
+        f"joint_parameters must have shape [..., J, 7] or [..., J*7] with J = {joints} "
+        f"(the length of parents), got {list(shape)}"
+    )
+
+
+def joint_parameters_to_skeleton_state(
+    joint_parameters: torch.Tensor,
+    parents: torch.Tensor,
+    offsets: torch.Tensor,
+    pre_rotations: torch.Tensor,
+) -> torch.Tensor:
+    """Forward kinematics: joint parameters to global joint transforms.
+
+    Args:
+        joint_parameters: ``[..., J, 7]`` or ``[..., J*7]``, float32 or float64,
+            ``(tx, ty, tz, rx, ry, rz, log2 scale)`` per joint. Any number of
+            batch dimensions, including none.
+        parents: ``[J]`` int64 or int32, ``-1`` for a root, otherwise an earlier
+            joint (``parents[j] < j``). Keep it on the CPU: on a GPU it is
+            copied to the host for validation, which synchronises.
+        offsets: ``[J, 3]``, each joint's translation in its parent's frame.
+        pre_rotations: ``[J, 4]``, each joint's fixed rotation, xyzw, unit.
+
+    Returns:
+        Skeleton state ``[..., J, 8]``: ``(tx, ty, tz, qx, qy, qz, qw, s)``.
+
+    Differentiable with respect to ``joint_parameters`` and ``offsets``;
+    ``pre_rotations`` gets no gradient (it is a fixed part of the skeleton).
+    """
+    jp = _as_joint_parameters(joint_parameters, parents.shape[0])
+    return _ops.joint_parameters_to_skeleton_state(jp, parents, offsets, pre_rotations)
+
+
+def model_parameters_to_joint_parameters(
+    model_parameters: torch.Tensor, parameter_transform: torch.Tensor
+) -> torch.Tensor:
+    """Joint parameters from model parameters: ``parameter_transform @ model_parameters``.
+
+    Args:
+        model_parameters: ``[..., P]``.
+        parameter_transform: ``[J*7, P]``, rows joint-major (joint 0's seven
+            parameters first).
+
+    Returns:
+        Joint parameters ``[..., J*7]`` (flat, as Momentum returns them;
+        ``joint_parameters_to_skeleton_state`` takes this layout as is).
+    """
+    if parameter_transform.dim() != 2 or parameter_transform.shape[0] % 7 != 0:
+        raise ValueError(
+            f"parameter_transform must have shape [J*7, P], got {list(parameter_transform.shape)}"
+        )
+    if model_parameters.dim() < 1 or model_parameters.shape[-1] != parameter_transform.shape[1]:
+        raise ValueError(
+            f"model_parameters must have shape [..., P] with P = {parameter_transform.shape[1]} "
+            f"(the columns of parameter_transform), got {list(model_parameters.shape)}"
+        )
+    if model_parameters.dtype != parameter_transform.dtype:
+        raise ValueError(
+            f"model_parameters is {model_parameters.dtype} but parameter_transform is "
+            f"{parameter_transform.dtype}; they must share one dtype"
+        )
+    if model_parameters.device != parameter_transform.device:
+        raise ValueError(
+            f"model_parameters is on {model_parameters.device} but parameter_transform is on "
+            f"{parameter_transform.device}"
+        )
+    return torch.matmul(model_parameters, parameter_transform.transpose(0, 1))
+
+
+# ---------------------------------------------------------------- fake kernels
+# The kernels validate every argument at run time. The fake kernels check only
+# what they need: a size check here would guard on that size, and dynamo's
+# duck sizing shares one symbol among equal sizes, so e.g. a batch of 3 would
+# get specialised with offsets.shape[1] == 3.
+def _check_fake(joint_parameters):
+    torch._check(
+        joint_parameters.dim() >= 2,
+        lambda: f"joint_parameters must have shape [..., J, 7], got {list(joint_parameters.shape)}",
+    )
+
+
+@torch.library.register_fake("momentum::joint_parameters_to_skeleton_state")
+def _fk_fake(joint_parameters, parents, offsets, pre_rotations):
+    _check_fake(joint_parameters)
+    return joint_parameters.new_empty((*joint_parameters.shape[:-1], 8))
+
+
+@torch.library.register_fake("momentum::joint_parameters_to_skeleton_state_backward")
+def _fk_backward_fake(grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state):
+    _check_fake(joint_parameters)
+    return joint_parameters.new_empty(joint_parameters.shape), offsets.new_empty(offsets.shape)
+
+
+# -------------------------------------------------------------------- autograd
+def _fk_setup_context(ctx, inputs, output):
+    joint_parameters, parents, offsets, pre_rotations = inputs
+    ctx.save_for_backward(joint_parameters, parents, offsets, pre_rotations, output)
+
+
+def _fk_backward(ctx, grad_skeleton_state):
+    joint_parameters, parents, offsets, pre_rotations, skeleton_state = ctx.saved_tensors
+    grad_joint_parameters, grad_offsets = _ops.joint_parameters_to_skeleton_state_backward(
+        grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state
+    )
+    return (
+        grad_joint_parameters if ctx.needs_input_grad[0] else None,
+        None,
+        grad_offsets if ctx.needs_input_grad[2] else None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "momentum::joint_parameters_to_skeleton_state", _fk_backward, setup_context=_fk_setup_context
+)
