@@ -189,6 +189,6 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
-    install_requires=["torch>=%d.%d" % TARGET_TORCH, "numpy"],
+    install_requires=["torch>=%d.%d" % TARGET_TORCH, "numpy", "roma"],
     extras_require={"gltf": ["pygltflib"], "render": ["matplotlib"], "test": ["pytest", "scipy", "pygltflib", "matplotlib"]},
 )

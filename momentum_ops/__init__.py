@@ -32,10 +32,17 @@ except OSError as _error:
 
 __version__ = BUILD_INFO["version"]
 
+from . import quaternion, skel_state  # noqa: E402
+from .character import Character  # noqa: E402
 from .fk import joint_parameters_to_skeleton_state, model_parameters_to_joint_parameters  # noqa: E402
+from .skinning import skin_points  # noqa: E402
 
 __all__ = [
     "BUILD_INFO",
+    "Character",
     "joint_parameters_to_skeleton_state",
     "model_parameters_to_joint_parameters",
+    "quaternion",
+    "skel_state",
+    "skin_points",
 ]

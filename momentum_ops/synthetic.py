@@ -90,3 +90,59 @@ def random_motion(frames: int, joints: int, seed: int = 0, dtype=torch.float32, 
     jp[..., 3:6] = amplitude * torch.sin(freq * t + phase)
     jp[:, 0, 2] = torch.linspace(0, 1, frames, dtype=torch.float64)
     return jp.to(dtype)
+
+
+def humanoid_character(joints: int = 24, rings: int = 4, segments: int = 8, seed: int = 0, dtype=torch.float32):
+    """A Character: `humanoid_skeleton` with a tube of `rings` x `segments`
+    vertices around every bone, skinned to the bone's two joints (the parent
+    fully at its end, half-and-half at the child's end). About
+    (J - 1) * rings * segments vertices."""
+    from . import skel_state
+    from .character import Character
+
+    names, parents, offsets, pre = humanoid_skeleton(joints, seed=seed, dtype=torch.float64)
+    zeros = torch.zeros(len(names), 7, dtype=torch.float64)
+    rest = torch.ops.momentum.joint_parameters_to_skeleton_state(zeros, parents, offsets, pre)
+    positions = rest[:, :3]
+    vertices, faces, indices, weights = [], [], [], []
+    angle = torch.arange(segments, dtype=torch.float64) * (2 * math.pi / segments)
+    for j, p in enumerate(parents.tolist()):
+        if p < 0:
+            continue
+        start, end = positions[p], positions[j]
+        axis = end - start
+        length = float(axis.norm())
+        if length < 1e-9:
+            continue
+        axis = axis / length
+        helper = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+        if abs(float(axis @ helper)) > 0.9:
+            helper = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        u = torch.linalg.cross(axis, helper)
+        u = u / u.norm()
+        v = torch.linalg.cross(axis, u)
+        radius = min(0.05, 0.3 * length)
+        first = sum(len(x) for x in vertices)
+        for r in range(rings):
+            t = r / max(rings - 1, 1)
+            centre = start + t * (end - start)
+            ring = centre + radius * (torch.cos(angle)[:, None] * u + torch.sin(angle)[:, None] * v)
+            vertices.append(ring)
+            indices.append(torch.tensor([[p, j]] * segments))
+            weights.append(torch.tensor([[1 - 0.5 * t, 0.5 * t]] * segments, dtype=torch.float64))
+        for r in range(rings - 1):
+            for s in range(segments):
+                a = first + r * segments + s
+                b = first + r * segments + (s + 1) % segments
+                faces += [[a, b, a + segments], [b, b + segments, a + segments]]
+    return Character(
+        joint_names=names,
+        parents=parents,
+        offsets=offsets.to(dtype),
+        pre_rotations=pre.to(dtype),
+        inverse_bind_pose=torch.linalg.inv(skel_state.to_matrix(rest)).to(dtype),
+        rest_vertices=torch.cat(vertices).to(dtype),
+        faces=torch.tensor(faces, dtype=torch.int64),
+        skin_indices=torch.cat(indices),
+        skin_weights=torch.cat(weights).to(dtype),
+    )

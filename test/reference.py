@@ -105,3 +105,58 @@ def random_joint_parameters(batch_shape, joints, generator, dtype=torch.float64,
     jp[..., 3:6] *= 1.5  # angles of a few radians either way
     jp[..., 6] = (torch.rand(*batch_shape, joints, generator=generator, dtype=torch.float64) - 0.5) * 2 * scale
     return jp.to(dtype)
+
+
+def state_matrices(state):
+    """Skeleton states [..., 8] -> 4x4 matrices [..., 4, 4] (numpy float64)."""
+    state = np.asarray(torch.as_tensor(state).detach().cpu().double())
+    m = np.zeros(state.shape[:-1] + (4, 4))
+    m[..., :3, :3] = state[..., 7, None, None] * quat_to_matrix(state[..., 3:7])
+    m[..., :3, 3] = state[..., :3]
+    m[..., 3, 3] = 1
+    return m
+
+
+def skin_points(skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights):
+    """Linear blend skinning, vertex by vertex, influence by influence."""
+    mats = state_matrices(skeleton_state)  # [..., J, 4, 4]
+    ibp = np.asarray(torch.as_tensor(inverse_bind_pose).detach().cpu().double())
+    rest = np.asarray(torch.as_tensor(rest_points).detach().cpu().double())
+    idx = np.asarray(torch.as_tensor(skin_indices).cpu())
+    w = np.asarray(torch.as_tensor(skin_weights).detach().cpu().double())
+    batch_shape = mats.shape[:-3]
+    J, V = mats.shape[-3], idx.shape[0]
+    flat_mats = mats.reshape(-1, J, 4, 4)
+    flat_rest = rest.reshape(-1, V, 3) if rest.ndim > 2 else None
+    out = np.zeros((flat_mats.shape[0], V, 3))
+    for b in range(flat_mats.shape[0]):
+        points = flat_rest[b] if flat_rest is not None else rest
+        for v in range(V):
+            x = np.append(points[v], 1.0)
+            for k in range(idx.shape[1]):
+                out[b, v] += w[v, k] * (flat_mats[b, idx[v, k]] @ ibp[idx[v, k]] @ x)[:3]
+    return out.reshape(batch_shape + (V, 3))
+
+
+def random_states(batch_shape, joints, generator, dtype=torch.float64):
+    """Random skeleton states: unit quaternions, translations, scales in [0.5, 2]."""
+    n = int(np.prod(batch_shape)) * joints if batch_shape else joints
+    t = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    q = random_unit_quaternions(n, generator)
+    s = 2 ** (torch.rand(n, 1, generator=generator, dtype=torch.float64) * 2 - 1)
+    return torch.cat([t, q, s], dim=-1).reshape(*batch_shape, joints, 8).to(dtype)
+
+
+def random_inverse_bind_pose(joints, generator, dtype=torch.float64):
+    """Random affine 4x4 matrices (last row 0 0 0 1)."""
+    m = torch.randn(joints, 4, 4, generator=generator, dtype=torch.float64) * 0.5
+    m[:, :3, :3] += torch.eye(3, dtype=torch.float64)
+    m[:, 3] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    return m.to(dtype)
+
+
+def random_skin(vertices, joints, influences, generator, dtype=torch.float64, index_dtype=torch.int64):
+    indices = torch.randint(0, joints, (vertices, influences), generator=generator).to(index_dtype)
+    weights = torch.rand(vertices, influences, generator=generator, dtype=torch.float64)
+    weights[:, -1] *= (torch.rand(vertices, generator=generator) > 0.3).double()  # some unused slots
+    return indices, weights.to(dtype)

@@ -347,6 +347,102 @@ MOMENTUM_HD Wrench<T> joint_backward(
       subtree.virial + dot(r, subtree.force)};
 }
 
+// ---------------------------------------------------------------- skinning
+// A 3x4 affine matrix, row-major: the top of M(state) * inverse_bind_pose.
+template <typename T>
+struct Affine {
+  T m[12];
+};
+
+constexpr int kAffineSize = 12;
+
+// R(q) as rows, from the same polynomial as quat_axis_* (unit quaternions).
+template <typename T>
+MOMENTUM_HD void quat_to_rows(Quat<T> q, T r[9]) {
+  const Vec3<T> cx = quat_axis_x(q), cy = quat_axis_y(q), cz = quat_axis_z(q);
+  r[0] = cx.x; r[1] = cy.x; r[2] = cz.x;
+  r[3] = cx.y; r[4] = cy.y; r[5] = cz.y;
+  r[6] = cx.z; r[7] = cy.z; r[8] = cz.z;
+}
+
+// A = [[s R, t], [0, 1]] * IBP; ibp is a row-major 4x4 whose last row is
+// taken to be (0, 0, 0, 1) and not read.
+template <typename T>
+MOMENTUM_HD Affine<T> skinning_matrix(const Transform<T>& state, const T* ibp) {
+  T r[9];
+  quat_to_rows(state.q, r);
+  Affine<T> a;
+  for (int i = 0; i < 3; ++i) {
+    const T r0 = state.s * r[3 * i], r1 = state.s * r[3 * i + 1], r2 = state.s * r[3 * i + 2];
+    for (int c = 0; c < 4; ++c) {
+      a.m[4 * i + c] = r0 * ibp[c] + r1 * ibp[4 + c] + r2 * ibp[8 + c];
+    }
+  }
+  a.m[3] += state.t.x;
+  a.m[7] += state.t.y;
+  a.m[11] += state.t.z;
+  return a;
+}
+
+template <typename T>
+MOMENTUM_HD Vec3<T> affine_apply(const T* a, Vec3<T> x) {
+  return {a[0] * x.x + a[1] * x.y + a[2] * x.z + a[3],
+          a[4] * x.x + a[5] * x.y + a[6] * x.z + a[7],
+          a[8] * x.x + a[9] * x.y + a[10] * x.z + a[11]};
+}
+
+// A^T-part: (A[:, :3])^T g.
+template <typename T>
+MOMENTUM_HD Vec3<T> affine_transpose_apply(const T* a, Vec3<T> g) {
+  return {a[0] * g.x + a[4] * g.y + a[8] * g.z,
+          a[1] * g.x + a[5] * g.y + a[9] * g.z,
+          a[2] * g.x + a[6] * g.y + a[10] * g.z};
+}
+
+// Gradient of sum(grad_a * skinning_matrix(state, ibp)) with respect to the
+// state (t, q, s), through the polynomial R(q) of quat_to_rows.
+template <typename T>
+MOMENTUM_HD void skinning_matrix_backward(
+    const Transform<T>& state,
+    const T* ibp,
+    const T* grad_a,
+    T* grad_state) {
+  T r[9];
+  quat_to_rows(state.q, r);
+  // A = s R P with P the top 3x4 of IBP; dL/d(sR) = G P^T (3x3).
+  T g_sr[9];
+  for (int i = 0; i < 3; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      g_sr[3 * i + k] = grad_a[4 * i] * ibp[4 * k] + grad_a[4 * i + 1] * ibp[4 * k + 1] +
+          grad_a[4 * i + 2] * ibp[4 * k + 2] + grad_a[4 * i + 3] * ibp[4 * k + 3];
+    }
+  }
+  grad_state[0] = grad_a[3];
+  grad_state[1] = grad_a[7];
+  grad_state[2] = grad_a[11];
+  T g_s = 0;
+  for (int e = 0; e < 9; ++e) {
+    g_s += g_sr[e] * r[e];
+  }
+  grad_state[7] = g_s;
+  // dL/dR = s * g_sr, then through the entries of R(q).
+  T g[9];
+  for (int e = 0; e < 9; ++e) {
+    g[e] = state.s * g_sr[e];
+  }
+  const T x = state.q.x, y = state.q.y, z = state.q.z, w = state.q.w;
+  // R = [[1-2(yy+zz), 2(xy-zw), 2(xz+yw)],
+  //      [2(xy+zw), 1-2(xx+zz), 2(yz-xw)],
+  //      [2(xz-yw), 2(yz+xw), 1-2(xx+yy)]]
+  grad_state[3] = T(2) * (y * (g[1] + g[3]) + z * (g[2] + g[6]) + w * (g[7] - g[5]) -
+                          T(2) * x * (g[4] + g[8]));
+  grad_state[4] = T(2) * (x * (g[1] + g[3]) + z * (g[5] + g[7]) + w * (g[2] - g[6]) -
+                          T(2) * y * (g[0] + g[8]));
+  grad_state[5] = T(2) * (x * (g[2] + g[6]) + y * (g[5] + g[7]) + w * (g[3] - g[1]) -
+                          T(2) * z * (g[0] + g[4]));
+  grad_state[6] = T(2) * (x * (g[7] - g[5]) + y * (g[2] - g[6]) + z * (g[3] - g[1]));
+}
+
 // ------------------------------------------------------------- topology
 // Per joint, one int32 code: parent + 1 in the low 24 bits, and two flags that
 // let the reverse pass accumulate children without zero-filling a buffer.

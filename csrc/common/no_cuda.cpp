@@ -19,6 +19,8 @@ STABLE_TORCH_LIBRARY_IMPL(momentum, CUDA, m) {
   for (const char* op : {
            "joint_parameters_to_skeleton_state",
            "joint_parameters_to_skeleton_state_backward",
+           "skin_points",
+           "skin_points_backward",
        }) {
     m.impl(op, &built_without_cuda);
   }

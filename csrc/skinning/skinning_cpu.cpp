@@ -1,0 +1,213 @@
+// CPU kernels of linear blend skinning. The skinning matrices A_j =
+// M(state_j) * IBP_j are formed once per (item, joint); vertices then read them.
+#include "skinning.h"
+
+#include "../common/math.h"
+
+#include <torch/csrc/stable/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+namespace momentum_ops {
+namespace {
+
+constexpr const char* kForward = "skin_points";
+constexpr const char* kBackward = "skin_points_backward";
+constexpr int64_t kVertexChunk = 2048;
+
+template <typename T>
+void skinning_matrices(const SkinArgs& args, std::vector<T>& out) {
+  const T* state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
+  const T* ibp = static_cast<const T*>(args.inverse_bind_pose.const_data_ptr());
+  const int64_t J = args.joints;
+  out.resize(size_t(args.batch * J * kAffineSize));
+  T* a = out.data();
+  torch::stable::parallel_for(0, args.batch * J, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Affine<T> m = skinning_matrix(load_state(state + i * kStateSize), ibp + (i % J) * 16);
+      std::copy(m.m, m.m + kAffineSize, a + i * kAffineSize);
+    }
+  });
+}
+
+template <typename T, typename I>
+void skin_forward_cpu_impl(const SkinArgs& args, Tensor& out) {
+  std::vector<T> matrices;
+  skinning_matrices<T>(args, matrices);
+  const T* rest = static_cast<const T*>(args.rest_points.const_data_ptr());
+  const I* indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
+  const T* weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
+  T* points = static_cast<T*>(out.mutable_data_ptr());
+  const int64_t V = args.vertices, K = args.influences, J = args.joints;
+  const int64_t chunks = (V + kVertexChunk - 1) / kVertexChunk;
+  torch::stable::parallel_for(0, args.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks;
+      const int64_t v0 = (task % chunks) * kVertexChunk;
+      const int64_t v1 = std::min(V, v0 + kVertexChunk);
+      const T* a = matrices.data() + b * J * kAffineSize;
+      const T* x = rest + (args.batched_points ? b * V * 3 : 0);
+      for (int64_t v = v0; v < v1; ++v) {
+        const Vec3<T> p = load_vec3(x + 3 * v);
+        Vec3<T> y{T(0), T(0), T(0)};
+        for (int64_t k = 0; k < K; ++k) {
+          const T w = weights[v * K + k];
+          y = y + w * affine_apply(a + int64_t(indices[v * K + k]) * kAffineSize, p);
+        }
+        T* o = points + (b * V + v) * 3;
+        o[0] = y.x;
+        o[1] = y.y;
+        o[2] = y.z;
+      }
+    }
+  });
+}
+
+// Per item: dL/dA_j = sum over its vertices of w * g [x; 1]^T, then through A
+// to the state. Gradients of unbatched rest points and weights are summed over
+// the batch in one partial buffer per task.
+template <typename T, typename I>
+void skin_backward_cpu_impl(
+    const SkinArgs& args,
+    const Tensor& grad_points,
+    Tensor& grad_state,
+    Tensor& grad_rest,
+    Tensor& grad_weights) {
+  std::vector<T> matrices;
+  skinning_matrices<T>(args, matrices);
+  const T* state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
+  const T* ibp = static_cast<const T*>(args.inverse_bind_pose.const_data_ptr());
+  const T* rest = static_cast<const T*>(args.rest_points.const_data_ptr());
+  const I* indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
+  const T* weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
+  const T* grad = static_cast<const T*>(grad_points.const_data_ptr());
+  T* g_state = static_cast<T*>(grad_state.mutable_data_ptr());
+  T* g_rest = static_cast<T*>(grad_rest.mutable_data_ptr());
+  T* g_weights = static_cast<T*>(grad_weights.mutable_data_ptr());
+  const int64_t V = args.vertices, K = args.influences, J = args.joints, B = args.batch;
+
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(B, torch::stable::get_num_threads()));
+  // Partial sums over the batch: grad of weights always, of rest points when shared.
+  const int64_t partial_size = V * K + (args.batched_points ? 0 : V * 3);
+  std::vector<T> partials(size_t(tasks * partial_size), T(0));
+  torch::stable::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> grad_a(size_t(J * kAffineSize));
+    for (int64_t task = begin; task < end; ++task) {
+      T* partial_w = partials.data() + task * partial_size;
+      T* partial_x = partial_w + V * K;
+      for (int64_t b = B * task / tasks; b < B * (task + 1) / tasks; ++b) {
+        std::fill(grad_a.begin(), grad_a.end(), T(0));
+        const T* a = matrices.data() + b * J * kAffineSize;
+        const T* x = rest + (args.batched_points ? b * V * 3 : 0);
+        T* gx_out = args.batched_points ? g_rest + b * V * 3 : partial_x;
+        for (int64_t v = 0; v < V; ++v) {
+          const Vec3<T> p = load_vec3(x + 3 * v);
+          const Vec3<T> g = load_vec3(grad + (b * V + v) * 3);
+          Vec3<T> gx{T(0), T(0), T(0)};
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t j = int64_t(indices[v * K + k]);
+            const T w = weights[v * K + k];
+            const T* aj = a + j * kAffineSize;
+            partial_w[v * K + k] += dot(g, affine_apply(aj, p));
+            gx = gx + w * affine_transpose_apply(aj, g);
+            T* ga = grad_a.data() + j * kAffineSize;
+            const T wg[3] = {w * g.x, w * g.y, w * g.z};
+            for (int r = 0; r < 3; ++r) {
+              ga[4 * r] += wg[r] * p.x;
+              ga[4 * r + 1] += wg[r] * p.y;
+              ga[4 * r + 2] += wg[r] * p.z;
+              ga[4 * r + 3] += wg[r];
+            }
+          }
+          if (args.batched_points) {
+            gx_out[3 * v] = gx.x;
+            gx_out[3 * v + 1] = gx.y;
+            gx_out[3 * v + 2] = gx.z;
+          } else {
+            gx_out[3 * v] += gx.x;
+            gx_out[3 * v + 1] += gx.y;
+            gx_out[3 * v + 2] += gx.z;
+          }
+        }
+        for (int64_t j = 0; j < J; ++j) {
+          const int64_t i = b * J + j;
+          skinning_matrix_backward(
+              load_state(state + i * kStateSize), ibp + j * 16, grad_a.data() + j * kAffineSize,
+              g_state + i * kStateSize);
+        }
+      }
+    }
+  });
+  // Reduce the partials (few tasks, small buffers).
+  for (int64_t i = 0; i < V * K; ++i) {
+    T total = 0;
+    for (int64_t t = 0; t < tasks; ++t) {
+      total += partials[size_t(t * partial_size + i)];
+    }
+    g_weights[i] = total;
+  }
+  if (!args.batched_points) {
+    for (int64_t i = 0; i < V * 3; ++i) {
+      T total = 0;
+      for (int64_t t = 0; t < tasks; ++t) {
+        total += partials[size_t(t * partial_size + V * K + i)];
+      }
+      g_rest[i] = total;
+    }
+  }
+}
+
+template <typename F>
+void dispatch(const SkinArgs& args, F&& f) {
+  const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
+  if (args.skeleton_state.scalar_type() == ScalarType::Float) {
+    wide ? f(float(0), int64_t(0)) : f(float(0), int32_t(0));
+  } else {
+    wide ? f(double(0), int64_t(0)) : f(double(0), int32_t(0));
+  }
+}
+
+Tensor skin_forward_cpu(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const SkinArgs args = check_skin(
+      kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+  Tensor out = torch::stable::new_empty(
+      args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
+  dispatch(args, [&](auto t, auto i) {
+    skin_forward_cpu_impl<decltype(t), decltype(i)>(args, out);
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const SkinArgs args = check_skin(
+      kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+  check_skin_grad(kBackward, args, grad_points);
+  const Tensor grad = as_contiguous(grad_points);
+  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
+  Tensor grad_rest = torch::stable::new_empty(args.rest_points, args.rest_points.sizes());
+  Tensor grad_weights = torch::stable::new_empty(args.skin_weights, args.skin_weights.sizes());
+  dispatch(args, [&](auto t, auto i) {
+    skin_backward_cpu_impl<decltype(t), decltype(i)>(args, grad, grad_state, grad_rest, grad_weights);
+  });
+  return {grad_state, grad_rest, grad_weights};
+}
+
+}  // namespace
+}  // namespace momentum_ops
+
+STABLE_TORCH_LIBRARY_IMPL(momentum, CPU, m) {
+  m.impl("skin_points", TORCH_BOX(&momentum_ops::skin_forward_cpu));
+  m.impl("skin_points_backward", TORCH_BOX(&momentum_ops::skin_backward_cpu));
+}

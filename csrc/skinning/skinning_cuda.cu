@@ -1,0 +1,403 @@
+// CUDA kernels of linear blend skinning.
+//  1. skinning_matrices_kernel: A[b, j] = M(state[b, j]) * IBP[j], 12 values each.
+//  2. skin_forward_kernel: one thread per (item, vertex); the K matrices a
+//     vertex reads stay in L1 (an item's matrices are J * 48 bytes).
+//  3. skin_backward_kernel: one block per (vertex chunk, group of items).
+//     dL/dA accumulates in shared memory per item and is flushed (only the
+//     joints the chunk touched) with global atomics; the gradients of the
+//     batch-shared weights and rest points accumulate in registers over the
+//     group, then one atomic per value per block.
+//  4. skinning_matrices_backward_kernel: dL/dA -> dL/dstate.
+// Skin indices are validated on the host before the kernels run (one small
+// device reduction and a copy); inside a CUDA-graph capture that check is
+// skipped and the kernels still never read out of range: a vertex with a bad
+// index comes out NaN.
+#include "skinning.h"
+
+#include "../common/cuda_utils.cuh"
+#include "../common/math.h"
+
+#include <torch/csrc/stable/library.h>
+
+#include <cstdint>
+#include <limits>
+#include <tuple>
+
+namespace momentum_ops {
+namespace {
+
+constexpr const char* kForward = "skin_points";
+constexpr const char* kBackward = "skin_points_backward";
+constexpr int kThreads = 256;
+constexpr int kRegisterInfluences = 8;  // weight gradients kept in registers
+constexpr size_t kMaxSharedAccumulator = 96 * 1024;
+
+template <typename T, typename I>
+struct SkinParams {
+  const T* skeleton_state;
+  const T* inverse_bind_pose;
+  const T* matrices;  // [B, J, 12]
+  const T* rest_points;
+  const I* skin_indices;
+  const T* skin_weights;
+  const T* grad_points;  // backward
+  T* out;  // points (forward)
+  T* grad_matrices;  // [B, J, 12] (backward)
+  T* grad_rest_points;  // backward
+  T* grad_weights;  // backward
+  int64_t batch;
+  int64_t vertices;
+  int joints;
+  int influences;
+  bool batched_points;
+  int items_per_block;  // backward
+  bool shared_accumulator;  // backward
+};
+
+template <typename T>
+__global__ void skinning_matrices_kernel(const T* state, const T* ibp, T* out, int64_t count, int J) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) {
+    return;
+  }
+  const Affine<T> a = skinning_matrix(load_state(state + i * kStateSize), ibp + (i % J) * 16);
+#pragma unroll
+  for (int c = 0; c < kAffineSize; ++c) {
+    out[i * kAffineSize + c] = a.m[c];
+  }
+}
+
+template <typename T>
+__global__ void skinning_matrices_backward_kernel(
+    const T* state, const T* ibp, const T* grad_matrices, T* grad_state, int64_t count, int J) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) {
+    return;
+  }
+  skinning_matrix_backward(
+      load_state(state + i * kStateSize), ibp + (i % J) * 16, grad_matrices + i * kAffineSize,
+      grad_state + i * kStateSize);
+}
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(kThreads) skin_forward_kernel(const SkinParams<T, I> p) {
+  const int64_t V = p.vertices;
+  const int64_t chunks = (V + kThreads - 1) / kThreads;
+  const int64_t b = blockIdx.x / chunks;
+  const int64_t v = (blockIdx.x % chunks) * kThreads + threadIdx.x;
+  if (v >= V) {
+    return;
+  }
+  const T* a = p.matrices + b * p.joints * kAffineSize;
+  const T* x = p.rest_points + (p.batched_points ? b * V * 3 : 0) + 3 * v;
+  const Vec3<T> point{x[0], x[1], x[2]};
+  Vec3<T> y{T(0), T(0), T(0)};
+  const int K = p.influences;
+  for (int k = 0; k < K; ++k) {
+    const int64_t j = int64_t(p.skin_indices[v * K + k]);
+    const T w = p.skin_weights[v * K + k];
+    if (j < 0 || j >= p.joints) {
+      const T nan = std::numeric_limits<T>::quiet_NaN();
+      y = {nan, nan, nan};
+      break;
+    }
+    y = y + w * affine_apply(a + j * kAffineSize, point);
+  }
+  T* o = p.out + (b * V + v) * 3;
+  o[0] = y.x;
+  o[1] = y.y;
+  o[2] = y.z;
+}
+
+template <typename T, typename I>
+__global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParams<T, I> p) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  T* accumulator = reinterpret_cast<T*>(shared_bytes);  // [J, 12]
+  int* touched = reinterpret_cast<int*>(accumulator + p.joints * kAffineSize);  // [J]
+  const int J = p.joints;
+  const int K = p.influences;
+  const int64_t V = p.vertices;
+  const int64_t chunks = (V + kThreads - 1) / kThreads;
+  const int64_t chunk = blockIdx.x % chunks;
+  const int64_t first_item = (blockIdx.x / chunks) * p.items_per_block;
+  const int64_t last_item = min(first_item + p.items_per_block, p.batch);
+  const int64_t v = chunk * kThreads + threadIdx.x;
+  const bool valid = v < V;
+
+  if (p.shared_accumulator) {
+    for (int i = threadIdx.x; i < J * kAffineSize; i += blockDim.x) {
+      accumulator[i] = T(0);
+    }
+    for (int i = threadIdx.x; i < J; i += blockDim.x) {
+      touched[i] = 0;
+    }
+    __syncthreads();
+  }
+
+  Vec3<T> grad_x_sum{T(0), T(0), T(0)};
+  T grad_w_sum[kRegisterInfluences];
+#pragma unroll
+  for (int k = 0; k < kRegisterInfluences; ++k) {
+    grad_w_sum[k] = T(0);
+  }
+
+  for (int64_t b = first_item; b < last_item; ++b) {
+    T* grad_a = p.shared_accumulator ? accumulator : p.grad_matrices + b * J * kAffineSize;
+    if (valid) {
+      const T* a = p.matrices + b * J * kAffineSize;
+      const T* x = p.rest_points + (p.batched_points ? b * V * 3 : 0) + 3 * v;
+      const Vec3<T> point{x[0], x[1], x[2]};
+      const T* gp = p.grad_points + (b * V + v) * 3;
+      const Vec3<T> g{gp[0], gp[1], gp[2]};
+      Vec3<T> grad_x{T(0), T(0), T(0)};
+      auto influence = [&](int k) -> T {
+        const int64_t j = int64_t(p.skin_indices[v * K + k]);
+        if (j < 0 || j >= J) {
+          return std::numeric_limits<T>::quiet_NaN();
+        }
+        const T w = p.skin_weights[v * K + k];
+        const T* aj = a + j * kAffineSize;
+        grad_x = grad_x + w * affine_transpose_apply(aj, g);
+        T* ga = grad_a + j * kAffineSize;
+        const T wg[3] = {w * g.x, w * g.y, w * g.z};
+#pragma unroll
+        for (int r = 0; r < 3; ++r) {
+          atomicAdd(ga + 4 * r, wg[r] * point.x);
+          atomicAdd(ga + 4 * r + 1, wg[r] * point.y);
+          atomicAdd(ga + 4 * r + 2, wg[r] * point.z);
+          atomicAdd(ga + 4 * r + 3, wg[r]);
+        }
+        if (p.shared_accumulator) {
+          touched[j] = 1;
+        }
+        return dot(g, affine_apply(aj, point));
+      };
+#pragma unroll
+      for (int k = 0; k < kRegisterInfluences; ++k) {
+        if (k < K) {
+          grad_w_sum[k] += influence(k);
+        }
+      }
+      for (int k = kRegisterInfluences; k < K; ++k) {
+        atomicAdd(p.grad_weights + v * K + k, influence(k));
+      }
+      if (p.batched_points) {
+        T* gx = p.grad_rest_points + (b * V + v) * 3;
+        gx[0] = grad_x.x;
+        gx[1] = grad_x.y;
+        gx[2] = grad_x.z;
+      } else {
+        grad_x_sum = grad_x_sum + grad_x;
+      }
+    }
+    if (p.shared_accumulator) {
+      __syncthreads();
+      T* out = p.grad_matrices + b * J * kAffineSize;
+      for (int i = threadIdx.x; i < J * kAffineSize; i += blockDim.x) {
+        if (touched[i / kAffineSize]) {
+          atomicAdd(out + i, accumulator[i]);
+          accumulator[i] = T(0);
+        }
+      }
+      __syncthreads();
+      for (int i = threadIdx.x; i < J; i += blockDim.x) {
+        touched[i] = 0;
+      }
+      __syncthreads();
+    }
+  }
+  if (valid) {
+#pragma unroll
+    for (int k = 0; k < kRegisterInfluences; ++k) {
+      if (k < K) {
+        atomicAdd(p.grad_weights + v * K + k, grad_w_sum[k]);
+      }
+    }
+    if (!p.batched_points) {
+      atomicAdd(p.grad_rest_points + 3 * v, grad_x_sum.x);
+      atomicAdd(p.grad_rest_points + 3 * v + 1, grad_x_sum.y);
+      atomicAdd(p.grad_rest_points + 3 * v + 2, grad_x_sum.z);
+    }
+  }
+}
+
+template <typename I>
+__global__ void first_bad_index_kernel(const I* indices, int64_t n, int64_t joints, unsigned long long* first_bad) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = int64_t(indices[i]);
+    if (j < 0 || j >= joints) {
+      atomicMin(first_bad, static_cast<unsigned long long>(i));
+    }
+  }
+}
+
+unsigned blocks_for(int64_t count) {
+  return unsigned((count + kThreads - 1) / kThreads);
+}
+
+// Eager calls raise on a bad skin index; a graph capture skips the check.
+template <typename I>
+void validate_indices(const char* op, const SkinArgs& args, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  MOMENTUM_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture), op);
+  const int64_t n = args.skin_indices.numel();
+  if (capture != cudaStreamCaptureStatusNone || n == 0) {
+    return;
+  }
+  Tensor flag = torch::stable::new_empty(args.skin_indices, {1}, ScalarType::Long);
+  auto* first_bad = static_cast<unsigned long long*>(flag.mutable_data_ptr());
+  MOMENTUM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xff, sizeof(unsigned long long), stream), op);
+  const unsigned blocks = unsigned(std::min<int64_t>(blocks_for(n), 1024));
+  first_bad_index_kernel<I><<<blocks, kThreads, 0, stream>>>(
+      static_cast<const I*>(args.skin_indices.const_data_ptr()), n, args.joints, first_bad);
+  MOMENTUM_CHECK_LAUNCH(op);
+  const std::vector<int64_t> bad = integer_values(op, "skin_indices check", flag);
+  if (bad[0] != -1) {  // 0xff.. reads back as -1
+    Tensor flat = torch::stable::view(args.skin_indices, {n});
+    const std::vector<int64_t> value =
+        integer_values(op, "skin_indices", torch::stable::narrow(flat, 0, bad[0], 1));
+    fail_skin_index(op, args, bad[0], value[0]);
+  }
+}
+
+template <typename T, typename I>
+SkinParams<T, I> make_params(const SkinArgs& args) {
+  SkinParams<T, I> p{};
+  p.skeleton_state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
+  p.inverse_bind_pose = static_cast<const T*>(args.inverse_bind_pose.const_data_ptr());
+  p.rest_points = static_cast<const T*>(args.rest_points.const_data_ptr());
+  p.skin_indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
+  p.skin_weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
+  p.batch = args.batch;
+  p.vertices = args.vertices;
+  p.joints = int(args.joints);
+  p.influences = int(args.influences);
+  p.batched_points = args.batched_points;
+  return p;
+}
+
+// Fills `matrices` ([B, J, 12]) on the stream.
+template <typename T>
+void launch_skinning_matrices(const char* op, const SkinArgs& args, Tensor& matrices, cudaStream_t stream) {
+  const int64_t count = args.batch * args.joints;
+  if (count == 0) {
+    return;
+  }
+  skinning_matrices_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(
+      static_cast<const T*>(args.skeleton_state.const_data_ptr()),
+      static_cast<const T*>(args.inverse_bind_pose.const_data_ptr()),
+      static_cast<T*>(matrices.mutable_data_ptr()), count, int(args.joints));
+  MOMENTUM_CHECK_LAUNCH(op);
+}
+
+template <typename F>
+void dispatch(const SkinArgs& args, F&& f) {
+  const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
+  if (args.skeleton_state.scalar_type() == ScalarType::Float) {
+    wide ? f(float(0), int64_t(0)) : f(float(0), int32_t(0));
+  } else {
+    wide ? f(double(0), int64_t(0)) : f(double(0), int32_t(0));
+  }
+}
+
+Tensor skin_forward_cuda(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const SkinArgs args = check_skin(
+      kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+  const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
+  const cudaStream_t stream = current_cuda_stream(skeleton_state);
+  Tensor out = torch::stable::new_empty(
+      args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
+  dispatch(args, [&](auto t, auto i) {
+    using T = decltype(t);
+    using I = decltype(i);
+    validate_indices<I>(kForward, args, stream);
+    if (args.batch == 0 || args.vertices == 0) {
+      return;
+    }
+    Tensor matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+    launch_skinning_matrices<T>(kForward, args, matrices, stream);
+    SkinParams<T, I> p = make_params<T, I>(args);
+    p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+    p.out = static_cast<T*>(out.mutable_data_ptr());
+    const int64_t blocks = args.batch * ((args.vertices + kThreads - 1) / kThreads);
+    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, 0, stream>>>(p);
+    MOMENTUM_CHECK_LAUNCH(kForward);
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const SkinArgs args = check_skin(
+      kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+  check_skin_grad(kBackward, args, grad_points);
+  const Tensor grad = as_contiguous(grad_points);
+  const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
+  const cudaStream_t stream = current_cuda_stream(skeleton_state);
+  // Accumulated with atomics, so they start at zero.
+  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
+  Tensor grad_rest = torch::stable::new_zeros(args.rest_points, args.rest_points.sizes());
+  Tensor grad_weights = torch::stable::new_zeros(args.skin_weights, args.skin_weights.sizes());
+  dispatch(args, [&](auto t, auto i) {
+    using T = decltype(t);
+    using I = decltype(i);
+    validate_indices<I>(kBackward, args, stream);
+    const int64_t count = args.batch * args.joints;
+    if (count == 0) {
+      return;
+    }
+    Tensor matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+    Tensor grad_matrices = torch::stable::new_zeros(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+    launch_skinning_matrices<T>(kBackward, args, matrices, stream);
+    if (args.vertices > 0) {
+      SkinParams<T, I> p = make_params<T, I>(args);
+      p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+      p.grad_points = static_cast<const T*>(grad.const_data_ptr());
+      p.grad_matrices = static_cast<T*>(grad_matrices.mutable_data_ptr());
+      p.grad_rest_points = static_cast<T*>(grad_rest.mutable_data_ptr());
+      p.grad_weights = static_cast<T*>(grad_weights.mutable_data_ptr());
+      // Enough blocks to fill the GPU a few times over; the rest of the batch
+      // loops inside a block, which keeps the atomics on shared data few.
+      const int64_t chunks = (args.vertices + kThreads - 1) / kThreads;
+      const int64_t target_blocks = int64_t(8) * multiprocessor_count(skeleton_state.get_device_index());
+      const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(args.batch, target_blocks / chunks));
+      p.items_per_block = int((args.batch + groups - 1) / groups);
+      const size_t shared = args.joints * (kAffineSize * sizeof(T) + sizeof(int));
+      p.shared_accumulator = shared <= kMaxSharedAccumulator;
+      const size_t shared_bytes = p.shared_accumulator ? shared : 0;
+      MOMENTUM_CUDA_CHECK(cudaFuncSetAttribute(skin_backward_kernel<T, I>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               int(shared_bytes)),
+                          kBackward);
+      const int64_t blocks = chunks * ((args.batch + p.items_per_block - 1) / p.items_per_block);
+      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared_bytes, stream>>>(p);
+      MOMENTUM_CHECK_LAUNCH(kBackward);
+    }
+    skinning_matrices_backward_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(
+        static_cast<const T*>(args.skeleton_state.const_data_ptr()),
+        static_cast<const T*>(args.inverse_bind_pose.const_data_ptr()),
+        static_cast<const T*>(grad_matrices.const_data_ptr()),
+        static_cast<T*>(grad_state.mutable_data_ptr()), count, int(args.joints));
+    MOMENTUM_CHECK_LAUNCH(kBackward);
+  });
+  return {grad_state, grad_rest, grad_weights};
+}
+
+}  // namespace
+}  // namespace momentum_ops
+
+STABLE_TORCH_LIBRARY_IMPL(momentum, CUDA, m) {
+  m.impl("skin_points", TORCH_BOX(&momentum_ops::skin_forward_cuda));
+  m.impl("skin_points_backward", TORCH_BOX(&momentum_ops::skin_backward_cuda));
+}

@@ -1,0 +1,215 @@
+"""The Character: a skeleton, its parameterisation and a skinned mesh, as a
+``torch.nn.Module`` whose tensors are buffers (so ``.to(device, dtype)``,
+``state_dict``, ``torch.jit.script`` and ``torch.compile`` work).
+
+``parents`` stays on the CPU whatever device the module moves to: the ops read
+the skeleton's topology on the host, and a CPU copy spares them a device sync.
+"""
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from . import skel_state
+
+JOINT_PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "sc")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class Character(torch.nn.Module):
+    """A skinned character.
+
+    Buffers (J joints, P model parameters, V vertices, F faces, K influences):
+
+    ========================= =============== =========================================
+    ``parents``               ``[J]`` int64   parent of each joint, ``-1`` for roots, parents first
+    ``offsets``               ``[J, 3]``      translation in the parent's frame
+    ``pre_rotations``         ``[J, 4]``      fixed rotation (xyzw) before the Euler rotation
+    ``parameter_transform``   ``[J*7, P]``    joint parameters = transform @ model parameters
+    ``parameter_min/_max``    ``[P]``         limits, ``±inf`` where there is none
+    ``inverse_bind_pose``     ``[J, 4, 4]``   inverse of each joint's global matrix at the bind pose
+    ``rest_vertices``         ``[V, 3]``      the mesh at the bind pose
+    ``faces``                 ``[F, 3]`` int64 triangles
+    ``skin_indices``          ``[V, K]`` int64 joints influencing each vertex
+    ``skin_weights``          ``[V, K]``      their weights (0 for an unused slot)
+    ========================= =============== =========================================
+
+    and the lists ``joint_names`` (J) and ``parameter_names`` (P). Every argument
+    but the skeleton is optional: by default every joint parameter is a model
+    parameter (``P = 7J``, identity transform), there are no limits, the bind
+    pose is the rest pose (all parameters zero), and there is no mesh.
+    """
+
+    joint_names: List[str]
+    parameter_names: List[str]
+    __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices"]
+
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        parents: torch.Tensor,
+        offsets: torch.Tensor,
+        pre_rotations: torch.Tensor,
+        parameter_transform: Optional[torch.Tensor] = None,
+        parameter_names: Optional[Sequence[str]] = None,
+        parameter_min: Optional[torch.Tensor] = None,
+        parameter_max: Optional[torch.Tensor] = None,
+        inverse_bind_pose: Optional[torch.Tensor] = None,
+        rest_vertices: Optional[torch.Tensor] = None,
+        faces: Optional[torch.Tensor] = None,
+        skin_indices: Optional[torch.Tensor] = None,
+        skin_weights: Optional[torch.Tensor] = None,
+    ):
+        super().__init__()
+        offsets = torch.as_tensor(offsets)
+        dtype = offsets.dtype if offsets.is_floating_point() else torch.get_default_dtype()
+        device = offsets.device
+        J = len(joint_names)
+
+        def floating(x, name, shape):
+            x = torch.as_tensor(x, device=device)
+            _check(x.is_floating_point(), f"Character: {name} must be floating point, got {x.dtype}")
+            x = x.to(dtype)
+            _check(tuple(x.shape) == shape, f"Character: {name} must have shape {list(shape)}, got {list(x.shape)}")
+            _check(bool(torch.isfinite(x).all()), f"Character: {name} has NaN or infinite values")
+            return x
+
+        parents = torch.as_tensor(parents).to("cpu", torch.int64)
+        _check(tuple(parents.shape) == (J,), f"Character: parents must have shape [{J}] (one per joint name), got {list(parents.shape)}")
+        for j, p in enumerate(parents.tolist()):
+            _check(-1 <= p < j, f"Character: parents[{j}] = {p}; a parent must be -1 or an earlier joint (parents first)")
+        offsets = floating(offsets, "offsets", (J, 3))
+        pre_rotations = floating(pre_rotations, "pre_rotations", (J, 4))
+        norms = pre_rotations.double().norm(dim=-1)
+        _check(bool(((norms - 1).abs() < 1e-3).all()), "Character: pre_rotations must be unit quaternions (xyzw)")
+        pre_rotations = torch.nn.functional.normalize(pre_rotations, dim=-1)
+
+        if parameter_transform is None:
+            parameter_transform = torch.eye(7 * J, dtype=dtype, device=device)
+            if parameter_names is None:
+                parameter_names = [f"{name}_{p}" for name in joint_names for p in JOINT_PARAMETER_NAMES]
+        parameter_transform = torch.as_tensor(parameter_transform, device=device).to(dtype)
+        _check(
+            parameter_transform.dim() == 2 and parameter_transform.shape[0] == 7 * J,
+            f"Character: parameter_transform must have shape [{7 * J}, P], got {list(parameter_transform.shape)}",
+        )
+        P = parameter_transform.shape[1]
+        parameter_transform = floating(parameter_transform, "parameter_transform", (7 * J, P))
+        if parameter_names is None:
+            parameter_names = [f"p{i}" for i in range(P)]
+        _check(len(parameter_names) == P, f"Character: {len(parameter_names)} parameter names for {P} parameters")
+        inf = torch.full((P,), float("inf"), dtype=dtype, device=device)
+        parameter_min = -inf if parameter_min is None else torch.as_tensor(parameter_min, device=device).to(dtype)
+        parameter_max = inf if parameter_max is None else torch.as_tensor(parameter_max, device=device).to(dtype)
+        for name, limit in (("parameter_min", parameter_min), ("parameter_max", parameter_max)):
+            _check(tuple(limit.shape) == (P,), f"Character: {name} must have shape [{P}], got {list(limit.shape)}")
+            _check(not bool(torch.isnan(limit).any()), f"Character: {name} has NaN values")
+        _check(bool((parameter_min <= parameter_max).all()), "Character: parameter_min must not exceed parameter_max")
+
+        if inverse_bind_pose is None:
+            inverse_bind_pose = _rest_inverse_bind_pose(parents, offsets, pre_rotations)
+        inverse_bind_pose = floating(inverse_bind_pose, "inverse_bind_pose", (J, 4, 4))
+
+        rest_vertices = torch.zeros(0, 3, dtype=dtype) if rest_vertices is None else rest_vertices
+        rest_vertices = floating(rest_vertices, "rest_vertices", (torch.as_tensor(rest_vertices).shape[0], 3))
+        V = rest_vertices.shape[0]
+        faces = torch.zeros(0, 3, dtype=torch.int64) if faces is None else faces
+        faces = torch.as_tensor(faces, device=device).to(torch.int64)
+        _check(faces.dim() == 2 and faces.shape[1] == 3, f"Character: faces must have shape [F, 3], got {list(faces.shape)}")
+        _check(bool(((faces >= 0) & (faces < V)).all()), f"Character: faces must index the {V} vertices")
+        if skin_indices is None:
+            skin_indices = torch.zeros(V, 1, dtype=torch.int64)
+            skin_weights = torch.zeros(V, 1, dtype=dtype) if skin_weights is None else skin_weights
+        skin_indices = torch.as_tensor(skin_indices, device=device).to(torch.int64)
+        _check(
+            skin_indices.dim() == 2 and skin_indices.shape[0] == V,
+            f"Character: skin_indices must have shape [{V}, K], got {list(skin_indices.shape)}",
+        )
+        _check(bool(((skin_indices >= 0) & (skin_indices < J)).all()), f"Character: skin_indices must be joint indices in [0, {J})")
+        skin_weights = floating(skin_weights, "skin_weights", tuple(skin_indices.shape))
+
+        self.joint_names = list(joint_names)
+        self.parameter_names = list(parameter_names)
+        self.register_buffer("parents", parents)
+        self.register_buffer("offsets", offsets)
+        self.register_buffer("pre_rotations", pre_rotations)
+        self.register_buffer("parameter_transform", parameter_transform)
+        self.register_buffer("parameter_min", parameter_min)
+        self.register_buffer("parameter_max", parameter_max)
+        self.register_buffer("inverse_bind_pose", inverse_bind_pose)
+        self.register_buffer("rest_vertices", rest_vertices)
+        self.register_buffer("faces", faces)
+        self.register_buffer("skin_indices", skin_indices)
+        self.register_buffer("skin_weights", skin_weights)
+
+    # The topology stays on the CPU (see the module docstring).
+    def _apply(self, fn, recurse=True):
+        parents = self.parents
+        super()._apply(fn, recurse)
+        self.parents = parents.cpu()
+        return self
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def num_parameters(self) -> int:
+        return len(self.parameter_names)
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.rest_vertices.shape[0])
+
+    def model_parameters_to_joint_parameters(self, model_parameters: torch.Tensor) -> torch.Tensor:
+        """``[..., P]`` -> flat joint parameters ``[..., J*7]``."""
+        return torch.matmul(model_parameters, self.parameter_transform.t())
+
+    def joint_parameters_to_skeleton_state(self, joint_parameters: torch.Tensor) -> torch.Tensor:
+        """``[..., J, 7]`` or ``[..., J*7]`` -> skeleton state ``[..., J, 8]``."""
+        joints = self.parents.shape[0]
+        if not (joint_parameters.dim() >= 2 and joint_parameters.shape[-1] == 7 and joint_parameters.shape[-2] == joints):
+            shape = list(joint_parameters.shape[:-1]) + [joints, 7]
+            joint_parameters = joint_parameters.reshape(shape)
+        return torch.ops.momentum.joint_parameters_to_skeleton_state(
+            joint_parameters, self.parents, self.offsets, self.pre_rotations
+        )
+
+    def skin(self, skeleton_state: torch.Tensor, rest_points: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posed vertices ``[..., V, 3]`` from a skeleton state ``[..., J, 8]``;
+        ``rest_points`` overrides the rest vertices (``[V, 3]`` or ``[..., V, 3]``)."""
+        points = self.rest_vertices if rest_points is None else rest_points
+        return torch.ops.momentum.skin_points(
+            skeleton_state, self.inverse_bind_pose, points, self.skin_indices, self.skin_weights
+        )
+
+    def forward(self, model_parameters: torch.Tensor) -> torch.Tensor:
+        """Model parameters ``[..., P]`` -> posed vertices ``[..., V, 3]``."""
+        joint_parameters = self.model_parameters_to_joint_parameters(model_parameters)
+        return self.skin(self.joint_parameters_to_skeleton_state(joint_parameters))
+
+    @torch.jit.unused
+    def rest_skeleton_state(self) -> torch.Tensor:
+        """The skeleton state with every joint parameter zero, ``[J, 8]``."""
+        zeros = torch.zeros(self.num_joints, 7, dtype=self.offsets.dtype, device=self.offsets.device)
+        return self.joint_parameters_to_skeleton_state(zeros)
+
+    def extra_repr(self) -> str:
+        return (
+            f"joints={len(self.joint_names)}, parameters={len(self.parameter_names)}, "
+            f"vertices={self.rest_vertices.shape[0]}, faces={self.faces.shape[0]}, "
+            f"influences={self.skin_indices.shape[1]}"
+        )
+
+
+def _rest_inverse_bind_pose(parents, offsets, pre_rotations) -> torch.Tensor:
+    """Inverse global matrices of the pose with all joint parameters zero."""
+    zeros = torch.zeros(parents.shape[0], 7, dtype=torch.float64, device=offsets.device)
+    state = torch.ops.momentum.joint_parameters_to_skeleton_state(
+        zeros, parents, offsets.double(), pre_rotations.double()
+    )
+    return torch.linalg.inv(skel_state.to_matrix(state)).to(offsets.dtype)

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Draws a posed character to a PNG: shaded mesh and skeleton, frames side by side.
+
+    python tools/render.py --gltf test/assets/gltf/Fox/Fox.glb --animation Walk --frames 4 --out fox.png
+    python tools/render.py --out synthetic.png          # the built-in character
+"""
+
+import argparse
+
+import torch
+
+import momentum_ops  # noqa: F401  (loads the ops)
+from momentum_ops.io import gltf_animations, load_gltf, load_gltf_motion
+from momentum_ops.render import render_character
+from momentum_ops.synthetic import humanoid_character, random_motion
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gltf", help="a .glb/.gltf file (default: the built-in synthetic character)")
+    parser.add_argument("--animation", default="0", help="index or name; 'rest' for the rest pose")
+    parser.add_argument("--frames", type=int, default=4, help="frames to draw, spread over the animation")
+    parser.add_argument("--out", default="character.png")
+    parser.add_argument("--no-skeleton", action="store_true")
+    args = parser.parse_args()
+
+    if args.gltf:
+        character = load_gltf(args.gltf)
+        names = gltf_animations(args.gltf)
+        if args.animation == "rest" or not names:
+            motion = load_gltf_motion(args.gltf, character, animation=None)
+        else:
+            animation = int(args.animation) if args.animation.isdigit() else args.animation
+            motion = load_gltf_motion(args.gltf, character, animation=animation)
+    else:
+        character = humanoid_character(24, rings=6, segments=10)
+        motion = random_motion(60, character.num_joints, amplitude=0.25)
+    picks = torch.linspace(0, motion.shape[0] - 1, min(args.frames, motion.shape[0])).round().long()
+    path = render_character(args.out, character, motion[picks], titles=[f"frame {int(i)}" for i in picks],
+                            skeleton=not args.no_skeleton)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
