@@ -35,14 +35,18 @@ __version__ = BUILD_INFO["version"]
 from . import quaternion, skel_state  # noqa: E402
 from .character import Character  # noqa: E402
 from .fk import joint_parameters_to_skeleton_state, model_parameters_to_joint_parameters  # noqa: E402
+from .ik import IKResult, position_residuals_and_jacobian, solve_ik  # noqa: E402
 from .skinning import skin_points  # noqa: E402
 
 __all__ = [
     "BUILD_INFO",
     "Character",
+    "IKResult",
     "joint_parameters_to_skeleton_state",
     "model_parameters_to_joint_parameters",
+    "position_residuals_and_jacobian",
     "quaternion",
     "skel_state",
     "skin_points",
+    "solve_ik",
 ]

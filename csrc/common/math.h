@@ -301,12 +301,52 @@ MOMENTUM_HD Wrench<T> state_gradient_wrench(
       state.s * grad_state[7]};
 }
 
+// How a joint's 7 parameters move its subtree, in world coordinates. A
+// translation parameter moves it along `translation[i]` (the parent's scaled
+// axis); a rotation parameter turns it about the world axis `rotation[i]`
+// through the joint's origin; the scale parameter scales it about that
+// origin by ln 2 per unit. Everything needed of the parent (rotation, scale,
+// origin) is recovered from the joint's own global state and parameters.
+template <typename T>
+struct JointMotions {
+  Vec3<T> translation[3];
+  Vec3<T> rotation[3];
+  Vec3<T> parent_to_joint;  // t_joint - t_parent
+};
+
+constexpr double kLn2 = 0.69314718055994530942;
+
+template <typename T>
+MOMENTUM_HD JointMotions<T> joint_motions(
+    const T* joint_parameters,
+    Vec3<T> offset,
+    Quat<T> pre_rotation,
+    const Transform<T>& state) {
+  const T* p = joint_parameters;
+  const EulerQuats<T> e = euler_quats(p[3], p[4], p[5]);
+  // q_j = q_parent * q_pre * qz * qy * qx; peel off the elementary rotations.
+  const Quat<T> q_before_x = quat_multiply_x(state.q, quat_conjugate(e.x));
+  const Quat<T> q_before_y = quat_multiply_y(q_before_x, quat_conjugate(e.y));
+  const Quat<T> q_before_z = quat_multiply_z(q_before_y, quat_conjugate(e.z));
+  const Quat<T> q_parent = quat_multiply(q_before_z, quat_conjugate(pre_rotation));
+  const T s_parent = state.s / exp2_(p[6]);
+  JointMotions<T> m;
+  // Each Euler angle turns about its elementary axis carried by the rotations before it.
+  m.rotation[0] = quat_axis_x(q_before_x);
+  m.rotation[1] = quat_axis_y(q_before_y);
+  m.rotation[2] = quat_axis_z(q_before_z);
+  m.translation[0] = s_parent * quat_axis_x(q_parent);
+  m.translation[1] = s_parent * quat_axis_y(q_parent);
+  m.translation[2] = s_parent * quat_axis_z(q_parent);
+  m.parent_to_joint = s_parent * quat_rotate(q_parent, offset + Vec3<T>{p[0], p[1], p[2]});
+  return m;
+}
+
 // One joint of the FK backward pass. `subtree` holds the wrench of the joint's
 // own state gradient plus its children's subtrees, about the joint's origin.
-// Writes the 7 joint-parameter gradients and returns the subtree's wrench
-// moved to the parent's origin. Everything it needs of the parent (rotation,
-// scale, origin) is recovered from the joint's own global state and local
-// transform, so no parent state is read.
+// Writes the 7 joint-parameter gradients (the wrench projected on each
+// parameter's motion) and returns the subtree's wrench moved to the parent's
+// origin.
 template <typename T>
 MOMENTUM_HD Wrench<T> joint_backward(
     const T* joint_parameters,
@@ -315,32 +355,13 @@ MOMENTUM_HD Wrench<T> joint_backward(
     const Transform<T>& state,
     const Wrench<T>& subtree,
     T* grad_joint_parameters) {
-  const T* p = joint_parameters;
-  const EulerQuats<T> e = euler_quats(p[3], p[4], p[5]);
-  // q_j = q_parent * q_pre * qz * qy * qx; peel off the elementary rotations.
-  const Quat<T> q_before_x = quat_multiply_x(state.q, quat_conjugate(e.x));
-  const Quat<T> q_before_y = quat_multiply_y(q_before_x, quat_conjugate(e.y));
-  const Quat<T> q_before_z = quat_multiply_z(q_before_y, quat_conjugate(e.z));
-  const Quat<T> q_parent =
-      quat_multiply(q_before_z, quat_conjugate(pre_rotation));
-  const T s_parent = state.s / exp2_(p[6]);
-
-  // Each Euler angle rotates the subtree about a world axis through the
-  // joint's origin: the elementary axis carried by the rotations before it.
-  grad_joint_parameters[3] = dot(quat_axis_x(q_before_x), subtree.moment);
-  grad_joint_parameters[4] = dot(quat_axis_y(q_before_y), subtree.moment);
-  grad_joint_parameters[5] = dot(quat_axis_z(q_before_z), subtree.moment);
-  // Translating along the parent's scaled axes.
-  const Vec3<T> g_t = s_parent * quat_rotate_inverse(q_parent, subtree.force);
-  grad_joint_parameters[0] = g_t.x;
-  grad_joint_parameters[1] = g_t.y;
-  grad_joint_parameters[2] = g_t.z;
-  // d(2^s)/ds = ln 2 * 2^s.
-  grad_joint_parameters[6] = T(0.69314718055994530942) * subtree.virial;
-
-  // Move the wrench to the parent's origin: r = t_j - t_parent.
-  const Vec3<T> r = s_parent *
-      quat_rotate(q_parent, offset + Vec3<T>{p[0], p[1], p[2]});
+  const JointMotions<T> m = joint_motions(joint_parameters, offset, pre_rotation, state);
+  for (int i = 0; i < 3; ++i) {
+    grad_joint_parameters[i] = dot(m.translation[i], subtree.force);
+    grad_joint_parameters[3 + i] = dot(m.rotation[i], subtree.moment);
+  }
+  grad_joint_parameters[6] = T(kLn2) * subtree.virial;
+  const Vec3<T> r = m.parent_to_joint;
   return {
       subtree.force,
       subtree.moment + cross(r, subtree.force),

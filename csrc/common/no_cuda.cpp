@@ -21,6 +21,9 @@ STABLE_TORCH_LIBRARY_IMPL(momentum, CUDA, m) {
            "joint_parameters_to_skeleton_state_backward",
            "skin_points",
            "skin_points_backward",
+           "ik_solve",
+           "ik_solve_backward",
+           "position_residuals_and_jacobian",
        }) {
     m.impl(op, &built_without_cuda);
   }

@@ -1,13 +1,16 @@
 // CUDA kernels of linear blend skinning.
-//  1. skinning_matrices_kernel: A[b, j] = M(state[b, j]) * IBP[j], 12 values each.
-//  2. skin_forward_kernel: one thread per (item, vertex); the K matrices a
-//     vertex reads stay in L1 (an item's matrices are J * 48 bytes).
-//  3. skin_backward_kernel: one block per (vertex chunk, group of items).
-//     dL/dA accumulates in shared memory per item and is flushed (only the
-//     joints the chunk touched) with global atomics; the gradients of the
-//     batch-shared weights and rest points accumulate in registers over the
-//     group, then one atomic per value per block.
-//  4. skinning_matrices_backward_kernel: dL/dA -> dL/dstate.
+//  * skin_forward_kernel: a block owns one item and a range of vertices. It
+//    first forms the item's skinning matrices A_j = M(state_j) * IBP_j in
+//    shared memory (J x 12 values), then each thread skins vertices, reading
+//    its K matrices from there.
+//  * skin_backward_kernel: a block owns a vertex range and a group of items.
+//    Per item it forms A in shared memory, accumulates dL/dA there (shared
+//    atomics) and flushes the joints the range touched with global atomics;
+//    the gradients of the batch-shared weights and rest points accumulate in
+//    registers over the group, then one atomic per value per block.
+//  * skinning_matrices_backward_kernel: dL/dA -> dL/dstate.
+// Skeletons too large for shared memory form A in global memory first
+// (skinning_matrices_kernel) and the kernels read it from there.
 // Skin indices are validated on the host before the kernels run (one small
 // device reduction and a copy); inside a CUDA-graph capture that check is
 // skipped and the kernels still never read out of range: a vertex with a bad
@@ -30,13 +33,14 @@ constexpr const char* kForward = "skin_points";
 constexpr const char* kBackward = "skin_points_backward";
 constexpr int kThreads = 256;
 constexpr int kRegisterInfluences = 8;  // weight gradients kept in registers
-constexpr size_t kMaxSharedAccumulator = 96 * 1024;
+constexpr int kVerticesPerBlock = 1024;  // forward: 4 per thread
+constexpr size_t kMaxShared = 96 * 1024;
 
 template <typename T, typename I>
 struct SkinParams {
   const T* skeleton_state;
   const T* inverse_bind_pose;
-  const T* matrices;  // [B, J, 12]
+  const T* matrices;  // [B, J, 12] when they do not fit in shared memory
   const T* rest_points;
   const I* skin_indices;
   const T* skin_weights;
@@ -51,8 +55,28 @@ struct SkinParams {
   int influences;
   bool batched_points;
   int items_per_block;  // backward
-  bool shared_accumulator;  // backward
+  bool shared;  // matrices (and the backward's accumulator) in shared memory
 };
+
+// The matrices of item b: formed in shared memory by the block, or read from
+// the global ones. Ends with a barrier when it writes shared memory.
+template <typename T, typename I>
+__device__ __forceinline__ const T* item_matrices(const SkinParams<T, I>& p, T* shared, int64_t b) {
+  const int J = p.joints;
+  if (!p.shared) {
+    return p.matrices + b * J * kAffineSize;
+  }
+  for (int j = threadIdx.x; j < J; j += blockDim.x) {
+    const Affine<T> a = skinning_matrix(
+        load_state(p.skeleton_state + (b * J + j) * kStateSize), p.inverse_bind_pose + j * 16);
+#pragma unroll
+    for (int c = 0; c < kAffineSize; ++c) {
+      shared[j * kAffineSize + c] = a.m[c];
+    }
+  }
+  __syncthreads();
+  return shared;
+}
 
 template <typename T>
 __global__ void skinning_matrices_kernel(const T* state, const T* ibp, T* out, int64_t count, int J) {
@@ -81,38 +105,40 @@ __global__ void skinning_matrices_backward_kernel(
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads) skin_forward_kernel(const SkinParams<T, I> p) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   const int64_t V = p.vertices;
-  const int64_t chunks = (V + kThreads - 1) / kThreads;
+  const int64_t chunks = (V + kVerticesPerBlock - 1) / kVerticesPerBlock;
   const int64_t b = blockIdx.x / chunks;
-  const int64_t v = (blockIdx.x % chunks) * kThreads + threadIdx.x;
-  if (v >= V) {
-    return;
-  }
-  const T* a = p.matrices + b * p.joints * kAffineSize;
-  const T* x = p.rest_points + (p.batched_points ? b * V * 3 : 0) + 3 * v;
-  const Vec3<T> point{x[0], x[1], x[2]};
-  Vec3<T> y{T(0), T(0), T(0)};
+  const int64_t first = (blockIdx.x % chunks) * kVerticesPerBlock;
+  const int64_t last = min(first + kVerticesPerBlock, V);
+  const T* a = item_matrices(p, reinterpret_cast<T*>(shared_bytes), b);
+  const T* rest = p.rest_points + (p.batched_points ? b * V * 3 : 0);
   const int K = p.influences;
-  for (int k = 0; k < K; ++k) {
-    const int64_t j = int64_t(p.skin_indices[v * K + k]);
-    const T w = p.skin_weights[v * K + k];
-    if (j < 0 || j >= p.joints) {
-      const T nan = std::numeric_limits<T>::quiet_NaN();
-      y = {nan, nan, nan};
-      break;
+  for (int64_t v = first + threadIdx.x; v < last; v += blockDim.x) {
+    const Vec3<T> point{rest[3 * v], rest[3 * v + 1], rest[3 * v + 2]};
+    Vec3<T> y{T(0), T(0), T(0)};
+    for (int k = 0; k < K; ++k) {
+      const int64_t j = int64_t(p.skin_indices[v * K + k]);
+      const T w = p.skin_weights[v * K + k];
+      if (j < 0 || j >= p.joints) {
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        y = {nan, nan, nan};
+        break;
+      }
+      y = y + w * affine_apply(a + j * kAffineSize, point);
     }
-    y = y + w * affine_apply(a + j * kAffineSize, point);
+    T* o = p.out + (b * V + v) * 3;
+    o[0] = y.x;
+    o[1] = y.y;
+    o[2] = y.z;
   }
-  T* o = p.out + (b * V + v) * 3;
-  o[0] = y.x;
-  o[1] = y.y;
-  o[2] = y.z;
 }
 
 template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParams<T, I> p) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
-  T* accumulator = reinterpret_cast<T*>(shared_bytes);  // [J, 12]
+  T* matrices = reinterpret_cast<T*>(shared_bytes);  // [J, 12]
+  T* accumulator = matrices + p.joints * kAffineSize;  // [J, 12]
   int* touched = reinterpret_cast<int*>(accumulator + p.joints * kAffineSize);  // [J]
   const int J = p.joints;
   const int K = p.influences;
@@ -124,7 +150,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
   const int64_t v = chunk * kThreads + threadIdx.x;
   const bool valid = v < V;
 
-  if (p.shared_accumulator) {
+  if (p.shared) {
     for (int i = threadIdx.x; i < J * kAffineSize; i += blockDim.x) {
       accumulator[i] = T(0);
     }
@@ -142,9 +168,9 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
   }
 
   for (int64_t b = first_item; b < last_item; ++b) {
-    T* grad_a = p.shared_accumulator ? accumulator : p.grad_matrices + b * J * kAffineSize;
+    T* grad_a = p.shared ? accumulator : p.grad_matrices + b * J * kAffineSize;
+    const T* a = item_matrices(p, matrices, b);
     if (valid) {
-      const T* a = p.matrices + b * J * kAffineSize;
       const T* x = p.rest_points + (p.batched_points ? b * V * 3 : 0) + 3 * v;
       const Vec3<T> point{x[0], x[1], x[2]};
       const T* gp = p.grad_points + (b * V + v) * 3;
@@ -167,7 +193,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
           atomicAdd(ga + 4 * r + 2, wg[r] * point.z);
           atomicAdd(ga + 4 * r + 3, wg[r]);
         }
-        if (p.shared_accumulator) {
+        if (p.shared) {
           touched[j] = 1;
         }
         return dot(g, affine_apply(aj, point));
@@ -190,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
         grad_x_sum = grad_x_sum + grad_x;
       }
     }
-    if (p.shared_accumulator) {
+    if (p.shared) {
       __syncthreads();
       T* out = p.grad_matrices + b * J * kAffineSize;
       for (int i = threadIdx.x; i < J * kAffineSize; i += blockDim.x) {
@@ -291,6 +317,30 @@ void launch_skinning_matrices(const char* op, const SkinArgs& args, Tensor& matr
   MOMENTUM_CHECK_LAUNCH(op);
 }
 
+// Chooses where the skinning matrices live: shared memory when the block's
+// arrays fit (the forward needs A, the backward A, dL/dA and a flag per
+// joint), else global memory, formed here. Returns the dynamic shared size.
+template <typename T, typename I>
+size_t prepare_matrices(const char* op, const SkinArgs& args, SkinParams<T, I>& p, Tensor& matrices,
+                        bool backward, cudaStream_t stream) {
+  const size_t shared = backward ? args.joints * (2 * kAffineSize * sizeof(T) + sizeof(int))
+                                 : args.joints * kAffineSize * sizeof(T);
+  p.shared = shared <= kMaxShared;
+  if (p.shared) {
+    return shared;
+  }
+  matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+  launch_skinning_matrices<T>(op, args, matrices, stream);
+  p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+  return 0;
+}
+
+template <typename Kernel>
+void set_shared_limit(Kernel kernel, size_t bytes, const char* op) {
+  MOMENTUM_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
+}
+
 template <typename F>
 void dispatch(const SkinArgs& args, F&& f) {
   const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
@@ -320,13 +370,13 @@ Tensor skin_forward_cuda(
     if (args.batch == 0 || args.vertices == 0) {
       return;
     }
-    Tensor matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
-    launch_skinning_matrices<T>(kForward, args, matrices, stream);
     SkinParams<T, I> p = make_params<T, I>(args);
-    p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+    Tensor matrices;
+    const size_t shared = prepare_matrices<T>(kForward, args, p, matrices, false, stream);
     p.out = static_cast<T*>(out.mutable_data_ptr());
-    const int64_t blocks = args.batch * ((args.vertices + kThreads - 1) / kThreads);
-    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, 0, stream>>>(p);
+    set_shared_limit(skin_forward_kernel<T, I>, shared, kForward);
+    const int64_t blocks = args.batch * ((args.vertices + kVerticesPerBlock - 1) / kVerticesPerBlock);
+    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
     MOMENTUM_CHECK_LAUNCH(kForward);
   });
   return out;
@@ -357,12 +407,11 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
     if (count == 0) {
       return;
     }
-    Tensor matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
     Tensor grad_matrices = torch::stable::new_zeros(args.skeleton_state, {args.batch, args.joints, kAffineSize});
-    launch_skinning_matrices<T>(kBackward, args, matrices, stream);
     if (args.vertices > 0) {
       SkinParams<T, I> p = make_params<T, I>(args);
-      p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+      Tensor matrices;
+      const size_t shared = prepare_matrices<T>(kBackward, args, p, matrices, true, stream);
       p.grad_points = static_cast<const T*>(grad.const_data_ptr());
       p.grad_matrices = static_cast<T*>(grad_matrices.mutable_data_ptr());
       p.grad_rest_points = static_cast<T*>(grad_rest.mutable_data_ptr());
@@ -373,15 +422,9 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
       const int64_t target_blocks = int64_t(8) * multiprocessor_count(skeleton_state.get_device_index());
       const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(args.batch, target_blocks / chunks));
       p.items_per_block = int((args.batch + groups - 1) / groups);
-      const size_t shared = args.joints * (kAffineSize * sizeof(T) + sizeof(int));
-      p.shared_accumulator = shared <= kMaxSharedAccumulator;
-      const size_t shared_bytes = p.shared_accumulator ? shared : 0;
-      MOMENTUM_CUDA_CHECK(cudaFuncSetAttribute(skin_backward_kernel<T, I>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               int(shared_bytes)),
-                          kBackward);
+      set_shared_limit(skin_backward_kernel<T, I>, shared, kBackward);
       const int64_t blocks = chunks * ((args.batch + p.items_per_block - 1) / p.items_per_block);
-      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared_bytes, stream>>>(p);
+      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
       MOMENTUM_CHECK_LAUNCH(kBackward);
     }
     skinning_matrices_backward_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(

@@ -1,0 +1,230 @@
+#include "ik.h"
+
+#include "../common/math.h"
+
+#include <torch/csrc/stable/library.h>
+
+#include <algorithm>
+
+namespace momentum_ops {
+
+namespace {
+
+// A per-problem tensor: [batch..., trailing...] with the given trailing shape.
+void check_problem_tensor(const char* op, const char* name, Tensor& t, const Tensor& like,
+                          const std::vector<int64_t>& batch_shape, const std::vector<int64_t>& trailing,
+                          const char* text) {
+  check_like(op, name, t, "model_parameters", like);
+  check_shape(op, name, t, concat(batch_shape, trailing), text);
+  t = as_contiguous(t);
+}
+
+std::vector<int64_t> joint_list(const char* op, const char* name, const Tensor& t, int64_t joints) {
+  MOMENTUM_CHECK(t.dim() == 1, op, ": ", name, " must have shape [C], got ", shape_string(t));
+  std::vector<int64_t> values = integer_values(op, name, t);
+  for (size_t i = 0; i < values.size(); ++i) {
+    MOMENTUM_CHECK(values[i] >= 0 && values[i] < joints, op, ": ", name, "[", i, "] = ", values[i],
+                   " is out of range; joints are in [0, ", joints, ")");
+  }
+  return values;
+}
+
+// Fills the skeleton and index parts of `args` shared by every IK op.
+void build_model(const char* op, IkArgs& args, const Tensor& like, const Tensor& parents, const Tensor& offsets,
+                 const Tensor& pre_rotations, const Tensor& parameter_transform,
+                 const std::vector<int64_t>& active, const std::vector<int64_t>& position_joints,
+                 const std::vector<int64_t>& orientation_joints) {
+  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : -1;
+  check_like(op, "offsets", offsets, "model_parameters", like);
+  MOMENTUM_CHECK(J >= 0, op, ": offsets must have shape [J, 3], got ", shape_string(offsets));
+  check_shape(op, "offsets", offsets, {J, 3}, "[J, 3]");
+  check_like(op, "pre_rotations", pre_rotations, "model_parameters", like);
+  check_shape(op, "pre_rotations", pre_rotations, {J, 4}, "[J, 4] (xyzw)");
+  check_like(op, "parameter_transform", parameter_transform, "model_parameters", like);
+  check_shape(op, "parameter_transform", parameter_transform, {7 * J, args.params}, "[J*7, P]");
+  MOMENTUM_CHECK(parents.is_cpu() || parents.is_cuda() == like.is_cuda(), op, ": parents is on ",
+                 device_string(parents), "; it must be on the CPU or on the device of model_parameters");
+  const std::vector<int32_t> codes = skeleton_topology(op, parents, J);
+  args.joints = int(J);
+  args.offsets = as_contiguous(offsets);
+  args.pre_rotations = as_contiguous(pre_rotations);
+  args.transform = as_contiguous(parameter_transform);
+
+  // Forward kinematics visits the constrained joints and their ancestors, by depth.
+  std::vector<int> depth(size_t(J), 0);
+  std::vector<char> needed(size_t(J), 0);
+  for (int64_t j = 0; j < J; ++j) {
+    const int p = topology_parent(codes[size_t(j)]);
+    depth[size_t(j)] = p < 0 ? 0 : depth[size_t(p)] + 1;
+  }
+  for (const auto* list : {&position_joints, &orientation_joints}) {
+    for (int64_t j : *list) {
+      for (int64_t a = j; a >= 0 && !needed[size_t(a)]; a = topology_parent(codes[size_t(a)])) {
+        needed[size_t(a)] = 1;
+      }
+    }
+  }
+  std::vector<int32_t> order;
+  for (int64_t j = 0; j < J; ++j) {
+    if (needed[size_t(j)]) order.push_back(int32_t(j));
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return depth[size_t(a)] < depth[size_t(b)]; });
+  std::vector<int32_t> level_start{0};
+  for (size_t i = 1; i <= order.size(); ++i) {
+    if (i == order.size() || depth[size_t(order[i])] != depth[size_t(order[i - 1])]) {
+      level_start.push_back(int32_t(i));
+    }
+  }
+  if (order.empty()) {
+    level_start = {0};
+  }
+  auto append = [&](const auto& values) {
+    const int64_t at = int64_t(args.index.size());
+    for (auto v : values) args.index.push_back(int32_t(v));
+    return at;
+  };
+  args.index.clear();
+  args.offsets_of.topology = append(codes);
+  args.offsets_of.fk_order = append(order);
+  args.offsets_of.level_start = append(level_start);
+  args.offsets_of.active = append(active);
+  args.offsets_of.position_joints = append(position_joints);
+  args.offsets_of.orientation_joints = append(orientation_joints);
+  args.fk_count = int(order.size());
+  args.levels = int(level_start.size()) - 1;
+  args.active_count = int(active.size());
+  args.positions = int(position_joints.size());
+  args.orientations = int(orientation_joints.size());
+  args.dtype = like.scalar_type();
+}
+
+}  // namespace
+
+IkArgs check_ik(
+    const char* op,
+    IkProblemTensors& t,
+    const Tensor& parents,
+    const Tensor& offsets,
+    const Tensor& pre_rotations,
+    const Tensor& parameter_transform,
+    const Tensor& parameter_min,
+    const Tensor& parameter_max,
+    const Tensor& active_parameters,
+    const Tensor& position_joints,
+    const Tensor& position_offsets,
+    const Tensor& orientation_joints,
+    const Tensor& orientation_offsets,
+    const Tensor& regularization_weight,
+    const IkOptions& options) {
+  IkArgs args;
+  const Tensor& theta = t.model_parameters;
+  check_floating(op, "model_parameters", theta);
+  MOMENTUM_CHECK(theta.dim() >= 1, op, ": model_parameters must have shape [..., P], got ", shape_string(theta));
+  args.params = int(theta.size(-1));
+  args.batch_shape = batch_sizes(theta, 1);
+  args.batch = check_batched_shape(op, "model_parameters", theta, {-1}, "[..., P]");
+  t.model_parameters = as_contiguous(theta);
+  const int64_t P = args.params;
+  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : 0;
+
+  const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
+  const std::vector<int64_t> oj = joint_list(op, "orientation_joints", orientation_joints, J);
+  const int64_t C = int64_t(pj.size()), Co = int64_t(oj.size());
+  check_problem_tensor(op, "position_targets", t.position_targets, theta, args.batch_shape, {C, 3}, "[..., C, 3]");
+  check_problem_tensor(op, "position_weights", t.position_weights, theta, args.batch_shape, {C}, "[..., C]");
+  check_problem_tensor(op, "orientation_targets", t.orientation_targets, theta, args.batch_shape, {Co, 4}, "[..., Co, 4]");
+  check_problem_tensor(op, "orientation_weights", t.orientation_weights, theta, args.batch_shape, {Co}, "[..., Co]");
+  check_problem_tensor(op, "regularization_target", t.regularization_target, theta, args.batch_shape, {P}, "[..., P]");
+  check_like(op, "position_offsets", position_offsets, "model_parameters", theta);
+  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3]");
+  check_like(op, "orientation_offsets", orientation_offsets, "model_parameters", theta);
+  check_shape(op, "orientation_offsets", orientation_offsets, {Co, 4}, "[Co, 4] (xyzw)");
+  for (auto [name, limit] : {std::pair{"parameter_min", &parameter_min}, std::pair{"parameter_max", &parameter_max},
+                             std::pair{"regularization_weight", &regularization_weight}}) {
+    check_like(op, name, *limit, "model_parameters", theta);
+    check_shape(op, name, *limit, {P}, "[P]");
+  }
+  MOMENTUM_CHECK(active_parameters.scalar_type() == ScalarType::Bool, op,
+                 ": active_parameters must be a bool tensor, got ", dtype_string(active_parameters.scalar_type()));
+  check_shape(op, "active_parameters", active_parameters, {P}, "[P]");
+  Tensor mask = active_parameters.is_cpu()
+      ? as_contiguous(active_parameters)
+      : as_contiguous(torch::stable::to(active_parameters, torch::stable::Device(torch::headeronly::DeviceType::CPU)));
+  std::vector<int64_t> active;
+  const bool* flags = static_cast<const bool*>(mask.const_data_ptr());
+  for (int64_t p = 0; p < P; ++p) {
+    if (flags[p]) active.push_back(p);
+  }
+  MOMENTUM_CHECK(options.max_iterations >= 0, op, ": max_iterations must be >= 0, got ", options.max_iterations);
+  MOMENTUM_CHECK(options.tolerance >= 0, op, ": tolerance must be >= 0, got ", options.tolerance);
+  MOMENTUM_CHECK(options.damping > 0, op, ": damping must be > 0, got ", options.damping);
+  MOMENTUM_CHECK(options.limit_weight >= 0, op, ": limit_weight must be >= 0, got ", options.limit_weight);
+
+  build_model(op, args, theta, parents, offsets, pre_rotations, parameter_transform, active, pj, oj);
+  args.parameter_min = as_contiguous(parameter_min);
+  args.parameter_max = as_contiguous(parameter_max);
+  args.regularization_weight = as_contiguous(regularization_weight);
+  args.position_offsets = as_contiguous(position_offsets);
+  args.orientation_offsets = as_contiguous(orientation_offsets);
+  return args;
+}
+
+IkArgs check_residuals(
+    const char* op,
+    Tensor& model_parameters,
+    Tensor& position_targets,
+    const Tensor& parents,
+    const Tensor& offsets,
+    const Tensor& pre_rotations,
+    const Tensor& parameter_transform,
+    const Tensor& position_joints,
+    const Tensor& position_offsets) {
+  IkArgs args;
+  check_floating(op, "model_parameters", model_parameters);
+  MOMENTUM_CHECK(model_parameters.dim() >= 1, op, ": model_parameters must have shape [..., P], got ",
+                 shape_string(model_parameters));
+  args.params = int(model_parameters.size(-1));
+  args.batch_shape = batch_sizes(model_parameters, 1);
+  args.batch = check_batched_shape(op, "model_parameters", model_parameters, {-1}, "[..., P]");
+  model_parameters = as_contiguous(model_parameters);
+  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : 0;
+  const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
+  const int64_t C = int64_t(pj.size());
+  check_problem_tensor(op, "position_targets", position_targets, model_parameters, args.batch_shape, {C, 3},
+                       "[..., C, 3]");
+  check_like(op, "position_offsets", position_offsets, "model_parameters", model_parameters);
+  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3]");
+  std::vector<int64_t> all(size_t(args.params));
+  for (int64_t p = 0; p < args.params; ++p) all[size_t(p)] = p;
+  build_model(op, args, model_parameters, parents, offsets, pre_rotations, parameter_transform, all, pj, {});
+  args.position_offsets = as_contiguous(position_offsets);
+  return args;
+}
+
+}  // namespace momentum_ops
+
+// One call solves a batch of problems (all iterations inside); per problem it
+// returns the parameters, the iterations taken and the final energy (NaN when
+// the inputs give a non-finite energy; the parameters are then returned as given).
+STABLE_TORCH_LIBRARY_FRAGMENT(momentum, m) {
+  m.def(
+      "ik_solve(Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, "
+      "Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, Tensor active_parameters, "
+      "Tensor position_joints, Tensor position_offsets, Tensor position_targets, Tensor position_weights, "
+      "Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets, "
+      "Tensor orientation_weights, float limit_weight, Tensor regularization_target, "
+      "Tensor regularization_weight, int max_iterations, float tolerance, float damping) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ik_solve_backward(Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets, "
+      "Tensor pre_rotations, Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, "
+      "Tensor active_parameters, Tensor position_joints, Tensor position_offsets, Tensor position_targets, "
+      "Tensor position_weights, Tensor orientation_joints, Tensor orientation_offsets, "
+      "Tensor orientation_targets, Tensor orientation_weights, float limit_weight, "
+      "Tensor regularization_target, Tensor regularization_weight) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "position_residuals_and_jacobian(Tensor model_parameters, Tensor parents, Tensor offsets, "
+      "Tensor pre_rotations, Tensor parameter_transform, Tensor position_joints, Tensor position_offsets, "
+      "Tensor position_targets) -> (Tensor, Tensor)");
+}

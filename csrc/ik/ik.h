@@ -1,0 +1,102 @@
+// Inverse kinematics: argument checks and the index arrays the solver needs,
+// shared by the CPU and CUDA kernels.
+#pragma once
+
+#include "../common/checks.h"
+#include "ik_solver.h"
+
+namespace momentum_ops {
+
+// The skeleton, parameterisation and constraint layout of one call.
+struct IkArgs {
+  Tensor offsets, pre_rotations, transform, parameter_min, parameter_max, regularization_weight;
+  Tensor position_offsets, orientation_offsets;
+  std::vector<int32_t> index;  // packed int32 arrays at `offsets_of`
+  IkIndexOffsets offsets_of{};
+  int joints = 0, params = 0, active_count = 0, positions = 0, orientations = 0, fk_count = 0, levels = 0;
+  std::vector<int64_t> batch_shape;
+  int64_t batch = 0;
+  ScalarType dtype = ScalarType::Float;
+};
+
+// Per-problem tensors, contiguous, batch dims flattened in order.
+struct IkProblemTensors {
+  Tensor model_parameters, position_targets, position_weights, orientation_targets,
+      orientation_weights, regularization_target;
+};
+
+struct IkOptions {
+  double limit_weight = 0, tolerance = 0, damping = 0;
+  int64_t max_iterations = 0;
+};
+
+// Checks everything of ik_solve / ik_solve_backward but the solution and its gradient.
+IkArgs check_ik(
+    const char* op,
+    IkProblemTensors& problems,
+    const Tensor& parents,
+    const Tensor& offsets,
+    const Tensor& pre_rotations,
+    const Tensor& parameter_transform,
+    const Tensor& parameter_min,
+    const Tensor& parameter_max,
+    const Tensor& active_parameters,
+    const Tensor& position_joints,
+    const Tensor& position_offsets,
+    const Tensor& orientation_joints,
+    const Tensor& orientation_offsets,
+    const Tensor& regularization_weight,
+    const IkOptions& options);
+
+// For position_residuals_and_jacobian: every parameter active, no orientations.
+IkArgs check_residuals(
+    const char* op,
+    Tensor& model_parameters,
+    Tensor& position_targets,
+    const Tensor& parents,
+    const Tensor& offsets,
+    const Tensor& pre_rotations,
+    const Tensor& parameter_transform,
+    const Tensor& position_joints,
+    const Tensor& position_offsets);
+
+// The solver's view of the shared data; the caller points it at the index
+// arrays with set_index (the host vector, or its copy on the device).
+template <typename T>
+const T* data_of(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.const_data_ptr()) : nullptr;
+}
+
+template <typename T>
+IkModel<T> ik_model(const IkArgs& args, const IkOptions& options) {
+  IkModel<T> m{};
+  m.offsets = data_of<T>(args.offsets);
+  m.pre_rotations = data_of<T>(args.pre_rotations);
+  m.transform = data_of<T>(args.transform);
+  m.parameter_min = data_of<T>(args.parameter_min);
+  m.parameter_max = data_of<T>(args.parameter_max);
+  m.regularization_weight = data_of<T>(args.regularization_weight);
+  m.position_offsets = data_of<T>(args.position_offsets);
+  m.orientation_offsets = data_of<T>(args.orientation_offsets);
+  m.limit_weight = T(options.limit_weight);
+  m.tolerance = T(options.tolerance);
+  m.damping = T(options.damping);
+  m.max_iterations = int(options.max_iterations);
+  m.joints = args.joints;
+  m.params = args.params;
+  m.active_count = args.active_count;
+  m.positions = args.positions;
+  m.orientations = args.orientations;
+  m.fk_count = args.fk_count;
+  m.levels = args.levels;
+  return m;
+}
+
+template <typename T>
+IkBatch<T> ik_batch(const IkArgs& args, const IkProblemTensors& t) {
+  return {data_of<T>(t.model_parameters), data_of<T>(t.position_targets), data_of<T>(t.position_weights),
+          data_of<T>(t.orientation_targets), data_of<T>(t.orientation_weights),
+          data_of<T>(t.regularization_target), args.params, args.positions, args.orientations};
+}
+
+}  // namespace momentum_ops

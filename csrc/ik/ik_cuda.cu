@@ -1,0 +1,287 @@
+// CUDA kernels of inverse kinematics. One thread block solves one problem at a
+// time with the solver of ik_solver.h, its loops shared by the block's threads
+// (BlockExec); a persistent grid of blocks walks the batch, each block with its
+// own scratch in global memory (L1/L2-resident for typical sizes). All
+// iterations run inside the kernel: no host synchronisation, one graph node.
+// The index arrays travel by value in the kernel parameters when they fit.
+#include "ik.h"
+
+#include "../common/cuda_utils.cuh"
+
+#include <torch/csrc/stable/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <tuple>
+
+namespace momentum_ops {
+namespace {
+
+constexpr const char* kSolve = "ik_solve";
+constexpr const char* kBackward = "ik_solve_backward";
+constexpr const char* kResiduals = "position_residuals_and_jacobian";
+constexpr int kIkThreads = 128;
+constexpr int kIkInlineWords = 6144;  // 24 KB of index arrays by value
+constexpr int64_t kMaxScratchBytes = int64_t(1) << 30;
+
+// The solver's loops, shared by the threads of one block.
+struct BlockExec {
+  template <typename F>
+  __device__ void for_each(int64_t n, F&& f) const {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
+  }
+  __device__ void sync() const { __syncthreads(); }
+  __device__ bool leader() const { return threadIdx.x == 0; }
+  __device__ int append(int* counter) const { return atomicAdd(counter, 1); }
+
+  template <typename U>
+  __device__ U sum(U partial) const {
+    return reduce(partial, [](U a, U b) { return a + b; });
+  }
+  template <typename U>
+  __device__ U max(U partial) const {
+    return reduce(partial, [](U a, U b) { return a > b ? a : b; });
+  }
+
+  // Every thread gets the block's reduction.
+  template <typename U, typename Op>
+  __device__ U reduce(U value, Op op) const {
+    __shared__ U lanes[32];
+    __shared__ U result;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      value = op(value, __shfl_down_sync(0xffffffffu, value, offset));
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) lanes[warp] = value;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      U total = lanes[0];
+      for (int w = 1; w < int(blockDim.x + 31) / 32; ++w) total = op(total, lanes[w]);
+      result = total;
+    }
+    __syncthreads();
+    const U total = result;
+    __syncthreads();
+    return total;
+  }
+};
+
+struct IndexParam {
+  const int32_t* device_words;  // null when `words` holds them
+  int32_t words[kIkInlineWords];
+  __device__ const int32_t* get() const { return device_words != nullptr ? device_words : words; }
+};
+
+template <typename T>
+struct IkKernelParams {
+  IkModel<T> model;  // index pointers are set in the kernel
+  IkIndexOffsets offsets;
+  IkBatch<T> batch_data;
+  int64_t batch;
+  T* scratch;
+  int64_t scratch_stride;
+  int32_t* columns;  // [Pa * (kIkColumnRows + 1)]: rows, then counts
+  // outputs
+  T* solution;
+  int32_t* iterations;
+  T* energy;
+  const T* grad_solution;  // backward
+  T* grad_position_targets;
+  T* grad_position_weights;
+  T* grad_orientation_targets;
+  T* grad_orientation_weights;
+  T* grad_regularization_target;
+  T* residuals;  // position_residuals_and_jacobian
+  T* jacobian;
+  IndexParam index;
+};
+
+template <typename T>
+__device__ IkModel<T> kernel_model(const IkKernelParams<T>& p) {
+  IkModel<T> model = p.model;
+  model.set_index(p.index.get(), p.offsets);
+  model.column_rows = p.columns;
+  model.column_count = p.columns + int64_t(model.active_count) * kIkColumnRows;
+  return model;
+}
+
+template <typename T>
+__global__ void build_columns_kernel(const __grid_constant__ IkKernelParams<T> p) {
+  const IkModel<T> model = kernel_model(p);
+  const int k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k < model.active_count) {
+    build_transform_column(model, k, p.columns, p.columns + int64_t(model.active_count) * kIkColumnRows + k);
+  }
+}
+
+enum class Task { Solve, Backward, Residuals };
+
+template <typename T, Task kTask>
+__global__ void __launch_bounds__(kIkThreads) ik_kernel(const __grid_constant__ IkKernelParams<T> p) {
+  __shared__ IkControl<T> control;
+  const IkModel<T> model = kernel_model(p);
+  const BlockExec exec;
+  T* scratch = p.scratch + blockIdx.x * p.scratch_stride;
+  const int64_t P = model.params, C = model.positions, Co = model.orientations;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    const IkProblem<T> problem = p.batch_data.problem(b);
+    IkSolver<T, BlockExec> solver(exec, model, problem, scratch, &control);
+    if constexpr (kTask == Task::Solve) {
+      solver.solve(p.solution + b * P, p.iterations + b, p.energy + b);
+    } else if constexpr (kTask == Task::Backward) {
+      solver.implicit_backward(problem.theta_init, p.grad_solution + b * P, p.grad_position_targets + b * C * 3,
+                               p.grad_position_weights + b * C, p.grad_orientation_targets + b * Co * 4,
+                               p.grad_orientation_weights + b * Co, p.grad_regularization_target + b * P);
+    } else {
+      solver.position_residuals_and_jacobian(problem.theta_init, p.residuals + b * C * 3,
+                                             p.jacobian + b * C * 3 * P);
+    }
+    __syncthreads();
+  }
+}
+
+// Sets up the parameters, scratch and column index, then runs the task.
+template <typename T, Task kTask>
+void launch(const char* op, const IkArgs& args, const IkOptions& options, const IkProblemTensors& t,
+            IkKernelParams<T>& p, const Tensor& like) {
+  if (args.batch == 0) {
+    return;
+  }
+  const int device = like.get_device_index();
+  const cudaStream_t stream = current_cuda_stream(like);
+  p.model = ik_model<T>(args, options);
+  p.offsets = args.offsets_of;
+  p.batch_data = ik_batch<T>(args, t);
+  p.batch = args.batch;
+  Tensor index_storage;
+  p.index.device_words = nullptr;
+  if (args.index.size() <= size_t(kIkInlineWords)) {
+    std::memcpy(p.index.words, args.index.data(), args.index.size() * sizeof(int32_t));
+  } else {
+    const int64_t n = int64_t(args.index.size());
+    Tensor host = torch::stable::empty({n}, ScalarType::Int, std::nullopt,
+                                       torch::stable::Device(torch::headeronly::DeviceType::CPU));
+    std::memcpy(host.mutable_data_ptr(), args.index.data(), args.index.size() * sizeof(int32_t));
+    index_storage = torch::stable::to(host, like.device());
+    p.index.device_words = static_cast<const int32_t*>(index_storage.const_data_ptr());
+  }
+  const int64_t Pa = std::max(args.active_count, 1);
+  Tensor columns = torch::stable::new_empty(like, {Pa * (kIkColumnRows + 1)}, ScalarType::Int);
+  p.columns = static_cast<int32_t*>(columns.mutable_data_ptr());
+  if (args.active_count > 0) {
+    build_columns_kernel<T><<<unsigned((args.active_count + 127) / 128), 128, 0, stream>>>(p);
+    MOMENTUM_CHECK_LAUNCH(op);
+  }
+  const IkScratchLayout layout(args.joints, args.params, args.active_count);
+  const int64_t per_problem = std::max<int64_t>(layout.total, 2);
+  int64_t blocks = std::min<int64_t>(args.batch, int64_t(multiprocessor_count(device)) * 8);
+  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxScratchBytes / (per_problem * int64_t(sizeof(T)))));
+  Tensor scratch = torch::stable::new_empty(like, {blocks * per_problem});
+  p.scratch = static_cast<T*>(scratch.mutable_data_ptr());
+  p.scratch_stride = per_problem;
+  ik_kernel<T, kTask><<<unsigned(blocks), kIkThreads, 0, stream>>>(p);
+  MOMENTUM_CHECK_LAUNCH(op);
+}
+
+template <typename F>
+void dispatch(ScalarType dtype, F&& f) {
+  if (dtype == ScalarType::Float) {
+    f(float(0));
+  } else {
+    f(double(0));
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> ik_solve_cuda(
+    Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, Tensor parameter_transform,
+    Tensor parameter_min, Tensor parameter_max, Tensor active_parameters, Tensor position_joints,
+    Tensor position_offsets, Tensor position_targets, Tensor position_weights, Tensor orientation_joints,
+    Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights, double limit_weight,
+    Tensor regularization_target, Tensor regularization_weight, int64_t max_iterations, double tolerance,
+    double damping) {
+  IkProblemTensors t{model_parameters, position_targets, position_weights, orientation_targets,
+                     orientation_weights, regularization_target};
+  const IkOptions options{limit_weight, tolerance, damping, max_iterations};
+  const IkArgs args = check_ik(kSolve, t, parents, offsets, pre_rotations, parameter_transform, parameter_min,
+                               parameter_max, active_parameters, position_joints, position_offsets,
+                               orientation_joints, orientation_offsets, regularization_weight, options);
+  const torch::stable::accelerator::DeviceGuard guard(t.model_parameters.get_device_index());
+  Tensor solution = torch::stable::new_empty(t.model_parameters, t.model_parameters.sizes());
+  Tensor iterations = torch::stable::new_empty(t.model_parameters, args.batch_shape, ScalarType::Int);
+  Tensor energy = torch::stable::new_empty(t.model_parameters, args.batch_shape);
+  dispatch(args.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    IkKernelParams<T> p{};
+    p.solution = static_cast<T*>(solution.mutable_data_ptr());
+    p.iterations = static_cast<int32_t*>(iterations.mutable_data_ptr());
+    p.energy = static_cast<T*>(energy.mutable_data_ptr());
+    launch<T, Task::Solve>(kSolve, args, options, t, p, t.model_parameters);
+  });
+  return {solution, iterations, energy};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ik_solve_backward_cuda(
+    Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets, Tensor pre_rotations,
+    Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, Tensor active_parameters,
+    Tensor position_joints, Tensor position_offsets, Tensor position_targets, Tensor position_weights,
+    Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights,
+    double limit_weight, Tensor regularization_target, Tensor regularization_weight) {
+  IkProblemTensors t{solution, position_targets, position_weights, orientation_targets, orientation_weights,
+                     regularization_target};
+  const IkOptions options{limit_weight, 0.0, 1.0, 0};
+  const IkArgs args = check_ik(kBackward, t, parents, offsets, pre_rotations, parameter_transform, parameter_min,
+                               parameter_max, active_parameters, position_joints, position_offsets,
+                               orientation_joints, orientation_offsets, regularization_weight, options);
+  check_like(kBackward, "grad_model_parameters", grad_model_parameters, "solution", t.model_parameters);
+  check_shape(kBackward, "grad_model_parameters", grad_model_parameters, concat(args.batch_shape, {args.params}),
+              "[..., P] like the solution");
+  const Tensor grad = as_contiguous(grad_model_parameters);
+  const torch::stable::accelerator::DeviceGuard guard(t.model_parameters.get_device_index());
+  Tensor g_pt = torch::stable::new_empty(t.position_targets, t.position_targets.sizes());
+  Tensor g_pw = torch::stable::new_empty(t.position_weights, t.position_weights.sizes());
+  Tensor g_ot = torch::stable::new_empty(t.orientation_targets, t.orientation_targets.sizes());
+  Tensor g_ow = torch::stable::new_empty(t.orientation_weights, t.orientation_weights.sizes());
+  Tensor g_rt = torch::stable::new_empty(t.regularization_target, t.regularization_target.sizes());
+  dispatch(args.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    IkKernelParams<T> p{};
+    auto out = [](Tensor& x) { return static_cast<T*>(x.mutable_data_ptr()); };
+    p.grad_solution = data_of<T>(grad);
+    p.grad_position_targets = out(g_pt);
+    p.grad_position_weights = out(g_pw);
+    p.grad_orientation_targets = out(g_ot);
+    p.grad_orientation_weights = out(g_ow);
+    p.grad_regularization_target = out(g_rt);
+    launch<T, Task::Backward>(kBackward, args, options, t, p, t.model_parameters);
+  });
+  return {g_pt, g_pw, g_ot, g_ow, g_rt};
+}
+
+std::tuple<Tensor, Tensor> residuals_cuda(
+    Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, Tensor parameter_transform,
+    Tensor position_joints, Tensor position_offsets, Tensor position_targets) {
+  const IkArgs args = check_residuals(kResiduals, model_parameters, position_targets, parents, offsets,
+                                      pre_rotations, parameter_transform, position_joints, position_offsets);
+  const torch::stable::accelerator::DeviceGuard guard(model_parameters.get_device_index());
+  Tensor residuals = torch::stable::new_empty(model_parameters, concat(args.batch_shape, {args.positions, 3}));
+  Tensor jacobian = torch::stable::new_empty(
+      model_parameters, concat(args.batch_shape, {int64_t(args.positions) * 3, args.params}));
+  IkProblemTensors t{model_parameters, position_targets, {}, {}, {}, {}};
+  dispatch(args.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    IkKernelParams<T> p{};
+    p.residuals = static_cast<T*>(residuals.mutable_data_ptr());
+    p.jacobian = static_cast<T*>(jacobian.mutable_data_ptr());
+    launch<T, Task::Residuals>(kResiduals, args, IkOptions{}, t, p, model_parameters);
+  });
+  return {residuals, jacobian};
+}
+
+}  // namespace
+}  // namespace momentum_ops
+
+STABLE_TORCH_LIBRARY_IMPL(momentum, CUDA, m) {
+  m.impl("ik_solve", TORCH_BOX(&momentum_ops::ik_solve_cuda));
+  m.impl("ik_solve_backward", TORCH_BOX(&momentum_ops::ik_solve_backward_cuda));
+  m.impl("position_residuals_and_jacobian", TORCH_BOX(&momentum_ops::residuals_cuda));
+}

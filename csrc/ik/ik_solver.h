@@ -1,0 +1,773 @@
+// The batched inverse-kinematics solver, written once for the CPU and the GPU.
+//
+// One IkSolver instance solves one problem. Its loops go through an execution
+// policy `Exec`: on the CPU (SequentialExec) they are plain loops; on the GPU
+// (BlockExec, ik_cuda.cu) the threads of one block share them and `sync()` is a
+// barrier. Scalars every thread needs (energy, damping, flags) live in an
+// IkControl the policy places in shared memory.
+//
+// The problem (CONVENTIONS.md, Inverse kinematics): minimise over the active
+// model parameters theta
+//   E = sum_c w_c |p_c - target_c|^2 + sum_o w_o |R_o - R_target_o|_F^2
+//     + w_limit sum_p limit_p(theta_p)^2 + sum_p w_reg_p (theta_p - ref_p)^2
+// by Levenberg-Marquardt on the Gauss-Newton normal equations
+//   (H + lambda D) step = -g,  H = J^T W J,  g = J^T W r,
+// D = diag(H) floored at 1e-9 of its largest entry, solved by a Cholesky
+// factorisation of the packed lower triangle. The step is tried at full
+// length, then halved up to kIkLineSearch times (on long chains the
+// Gauss-Newton direction is good long before its length is); the first that
+// lowers E is taken. A full step divides lambda by 10; if no length lowers E,
+// lambda *= 10 and the system is solved again. A problem stops on a full step
+// whose relative decrease is <= tolerance or that moves the parameters by
+// less than sqrt(tolerance) relative, on max_iterations, or when no retry
+// lowers E (tolerance 0: run to rounding level); a problem whose energy is
+// not finite stops at once.
+#pragma once
+
+#include "../common/math.h"
+
+namespace momentum_ops {
+
+constexpr int kIkMaxAttempts = 10;
+constexpr int kIkLineSearch = 8;
+// Nonzero rows of one active column of the parameter transform kept in the
+// column index; a column with more falls back to a dense scan.
+constexpr int kIkColumnRows = 16;
+
+// Where each index array starts in the packed int32 index block.
+struct IkIndexOffsets {
+  int64_t topology, fk_order, level_start, active, position_joints, orientation_joints;
+};
+
+// Everything that is the same for every problem of a call.
+template <typename T>
+struct IkModel {
+  const T* offsets;  // [J, 3]
+  const T* pre_rotations;  // [J, 4]
+  const T* transform;  // [7J, P] row-major
+  const T* parameter_min;  // [P]
+  const T* parameter_max;  // [P]
+  const T* regularization_weight;  // [P]
+  const T* position_offsets;  // [C, 3]
+  const T* orientation_offsets;  // [Co, 4]
+  // Index arrays, all int32, packed one after the other (see IkIndexOffsets).
+  const int32_t* topology;  // [J] math.h codes
+  const int32_t* fk_order;  // [fk_count] joints to evaluate, by depth
+  const int32_t* level_start;  // [levels + 1] into fk_order
+  const int32_t* active;  // [Pa] the free model parameters
+  const int32_t* position_joints;  // [C]
+  const int32_t* orientation_joints;  // [Co]
+  // Per active parameter k: column_count[k] nonzero rows of the transform in
+  // column_rows[k * kIkColumnRows ...], or -1 when it has more (dense scan).
+  const int32_t* column_rows;
+  const int32_t* column_count;
+  T limit_weight;
+  T tolerance;
+  T damping;
+  int max_iterations;
+  int joints, params, active_count, positions, orientations, fk_count, levels;
+
+  MOMENTUM_HD void set_index(const int32_t* base, const IkIndexOffsets& o) {
+    topology = base + o.topology;
+    fk_order = base + o.fk_order;
+    level_start = base + o.level_start;
+    active = base + o.active;
+    position_joints = base + o.position_joints;
+    orientation_joints = base + o.orientation_joints;
+  }
+};
+
+// Fills the column index of active parameter k (see IkModel::column_rows).
+template <typename T>
+MOMENTUM_HD void build_transform_column(const IkModel<T>& m, int k, int32_t* rows, int32_t* count) {
+  const int p = m.active[k];
+  int n = 0;
+  for (int64_t r = 0; r < int64_t(7) * m.joints; ++r) {
+    if (m.transform[r * m.params + p] != T(0)) {
+      if (n == kIkColumnRows) {
+        *count = -1;
+        return;
+      }
+      rows[k * kIkColumnRows + n++] = int32_t(r);
+    }
+  }
+  *count = n;
+}
+
+// One problem's inputs.
+template <typename T>
+struct IkProblem {
+  const T* theta_init;  // [P]
+  const T* position_targets;  // [C, 3]
+  const T* position_weights;  // [C]
+  const T* orientation_targets;  // [Co, 4]
+  const T* orientation_weights;  // [Co]
+  const T* regularization_target;  // [P]
+};
+
+// The per-problem tensors of a batch (contiguous, batch flattened).
+template <typename T>
+struct IkBatch {
+  const T* theta;
+  const T* position_targets;
+  const T* position_weights;
+  const T* orientation_targets;
+  const T* orientation_weights;
+  const T* regularization_target;
+  int params, positions, orientations;
+
+  MOMENTUM_HD IkProblem<T> problem(int64_t b) const {
+    auto at = [](const T* base, int64_t offset) { return base ? base + offset : base; };
+    return {at(theta, b * params), at(position_targets, b * positions * 3), at(position_weights, b * positions),
+            at(orientation_targets, b * orientations * 4), at(orientation_weights, b * orientations),
+            at(regularization_target, b * params)};
+  }
+};
+
+// Scalars shared by the threads working on one problem.
+template <typename T>
+struct IkControl {
+  T energy, trial_energy, lambda, diag_max;
+  int touched_count, chain_length, failed, done, iterations;
+};
+
+// Scratch of one problem, in elements of T (ints are stored in T-sized slots
+// so one allocation serves both).
+struct IkScratchLayout {
+  int64_t theta, trial, jp, states, hessian, saved_hessian, gradient, step, columns, motions, touched,
+      chain, chain_position, total;
+
+  MOMENTUM_HD IkScratchLayout(int joints, int params, int active) {
+    const int64_t packed = int64_t(active) * (active + 1) / 2;
+    int64_t at = 0;
+    auto take = [&](int64_t n) {
+      const int64_t here = at;
+      at += (n + 1) / 2 * 2;  // keep 16-byte alignment for doubles
+      return here;
+    };
+    theta = take(params);
+    trial = take(params);
+    jp = take(int64_t(7) * joints);
+    states = take(int64_t(8) * joints);
+    hessian = take(packed);
+    saved_hessian = take(packed);
+    gradient = take(active);
+    step = take(active);
+    columns = take(int64_t(9) * active);  // one constraint's rows, column-major by parameter
+    motions = take(int64_t(21) * joints);  // per chain joint: 7 parameter motions (3 each)
+    touched = take(active);
+    chain = take(joints);
+    chain_position = take(joints);
+    total = at;
+  }
+};
+
+MOMENTUM_HD int64_t packed_index(int64_t i, int64_t j) {  // i >= j
+  return i * (i + 1) / 2 + j;
+}
+
+// (i, j), i >= j, of the e-th entry of a packed lower triangle.
+MOMENTUM_HD void packed_entry(int64_t e, int64_t* i, int64_t* j) {
+  int64_t r = int64_t((sqrt(8.0 * double(e) + 1.0) - 1.0) / 2.0);
+  while (r * (r + 1) / 2 > e) --r;
+  while ((r + 1) * (r + 2) / 2 <= e) ++r;
+  *i = r;
+  *j = e - r * (r + 1) / 2;
+}
+
+template <typename T, typename Exec>
+class IkSolver {
+ public:
+  MOMENTUM_HD IkSolver(const Exec& exec, const IkModel<T>& model, const IkProblem<T>& problem,
+                       T* scratch, IkControl<T>* control)
+      : x_(exec), m_(model), pr_(problem), c_(control), layout_(model.joints, model.params, model.active_count) {
+    theta_ = scratch + layout_.theta;
+    trial_ = scratch + layout_.trial;
+    jp_ = scratch + layout_.jp;
+    states_ = scratch + layout_.states;
+    hessian_ = scratch + layout_.hessian;
+    saved_ = scratch + layout_.saved_hessian;
+    gradient_ = scratch + layout_.gradient;
+    step_ = scratch + layout_.step;
+    columns_ = scratch + layout_.columns;
+    motions_ = scratch + layout_.motions;
+    touched_ = reinterpret_cast<int*>(scratch + layout_.touched);
+    chain_ = reinterpret_cast<int*>(scratch + layout_.chain);
+    chain_position_ = reinterpret_cast<int*>(scratch + layout_.chain_position);
+    x_.for_each(m_.joints, [&](int j) { chain_position_[j] = -1; });
+    x_.sync();
+  }
+
+  // ------------------------------------------------------------ the solve
+  // Writes the solution to theta_out; returns the final energy (NaN when the
+  // initial energy is not finite, theta_out then = theta_init).
+  MOMENTUM_HD void solve(T* theta_out, int32_t* iterations_out, T* energy_out) {
+    const int P = m_.params;
+    x_.for_each(P, [&](int p) { theta_[p] = pr_.theta_init[p]; });
+    x_.sync();
+    const T e0 = energy(theta_);
+    if (x_.leader()) {
+      c_->energy = e0;
+      c_->lambda = m_.damping;
+      c_->iterations = 0;
+      c_->done = !is_finite(e0) || e0 == T(0) || m_.active_count == 0;
+    }
+    x_.sync();
+    for (int it = 0; it < m_.max_iterations && !c_->done; ++it) {
+      normal_equations(theta_);
+      x_.for_each(packed_size(), [&](int64_t e) { saved_[e] = hessian_[e]; });
+      x_.sync();
+      bool accepted = false;
+      bool full_step = false;
+      for (int attempt = 0; attempt < kIkMaxAttempts && !accepted; ++attempt) {
+        if (attempt > 0) {
+          x_.for_each(packed_size(), [&](int64_t e) { hessian_[e] = saved_[e]; });
+          x_.sync();
+        }
+        if (damped_solve(c_->lambda)) {
+          T length = T(1);
+          for (int halving = 0; halving < kIkLineSearch && !accepted; ++halving) {
+            x_.for_each(P, [&](int p) { trial_[p] = theta_[p]; });
+            x_.sync();
+            x_.for_each(m_.active_count, [&](int k) { trial_[m_.active[k]] += length * step_[k]; });
+            x_.sync();
+            const T e = energy(trial_);
+            if (x_.leader()) {
+              c_->trial_energy = e;
+            }
+            x_.sync();
+            accepted = is_finite(c_->trial_energy) && c_->trial_energy < c_->energy;
+            full_step = accepted && halving == 0;
+            length *= T(0.5);
+          }
+        }
+        x_.sync();
+        if (x_.leader()) {
+          c_->lambda = !accepted ? c_->lambda * T(10)
+                                 : full_step ? max_(c_->lambda / T(10), T(1e-12)) : c_->lambda;
+        }
+        x_.sync();
+      }
+      // Size of the step taken relative to the parameters, for the stopping test.
+      T partial = 0;
+      x_.for_each(m_.active_count, [&](int k) {
+        const int p = m_.active[k];
+        const T d = trial_[p] - theta_[p];
+        const T scale = T(1) + (theta_[p] < T(0) ? -theta_[p] : theta_[p]);
+        partial = max_(partial, (d < T(0) ? -d : d) / scale);
+      });
+      const T relative_step = x_.max(partial);
+      if (accepted) {
+        x_.for_each(P, [&](int p) { theta_[p] = trial_[p]; });
+      }
+      x_.sync();
+      if (x_.leader()) {
+        c_->iterations = it + 1;
+        const T previous = c_->energy;
+        if (accepted) {
+          c_->energy = c_->trial_energy;
+        }
+        // Also stop once a full step moves the parameters by less than
+        // sqrt(tolerance) relative: near the solution E's error is the square
+        // of the parameters', so the next step would gain < tolerance.
+        const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
+        const T step_tolerance = max_(sqrt(m_.tolerance), eps);
+        c_->done = !accepted ||
+            (full_step && (previous - c_->energy <= m_.tolerance * previous || relative_step <= step_tolerance));
+      }
+      x_.sync();
+    }
+    const bool failed = !is_finite(c_->energy);
+    x_.for_each(P, [&](int p) { theta_out[p] = failed ? pr_.theta_init[p] : theta_[p]; });
+    if (x_.leader()) {
+      *iterations_out = c_->iterations;
+      *energy_out = failed ? T(NAN) : c_->energy;
+    }
+    x_.sync();
+  }
+
+  // ------------------------------------------------ implicit-function backward
+  // u = (H + mu D)^-1 v at theta (the solution), then the gradients of the
+  // loss with respect to the targets, the weights and the reference:
+  //   dL/dtarget_c = w_c J_c u,  dL/dw_c = -(J_c u) . r_c,  dL/dref = w_reg * u
+  // (and the same for orientations through R(q_target)). mu starts tiny and
+  // grows until the factorisation succeeds (a singular H gets damped).
+  MOMENTUM_HD void implicit_backward(
+      const T* theta, const T* grad_theta, T* grad_position_targets, T* grad_position_weights,
+      T* grad_orientation_targets, T* grad_orientation_weights, T* grad_regularization_target) {
+    const int P = m_.params;
+    x_.for_each(P, [&](int p) { theta_[p] = theta[p]; });
+    x_.sync();
+    energy(theta_);
+    normal_equations(theta_);
+    x_.for_each(packed_size(), [&](int64_t e) { saved_[e] = hessian_[e]; });
+    x_.sync();
+    T mu = sizeof(T) == 4 ? T(1e-6) : T(1e-10);
+    for (int attempt = 0; attempt < 12; ++attempt) {
+      if (attempt > 0) {
+        x_.for_each(packed_size(), [&](int64_t e) { hessian_[e] = saved_[e]; });
+        x_.sync();
+      }
+      // The right-hand side goes in `gradient_` with the sign damped_solve expects.
+      x_.for_each(m_.active_count, [&](int k) { gradient_[k] = -grad_theta[m_.active[k]]; });
+      x_.sync();
+      if (damped_solve(mu)) {
+        break;
+      }
+      mu *= T(100);
+    }
+    const T* u = step_;  // = (H + mu D)^-1 v on the active parameters
+    x_.for_each(P, [&](int p) { grad_regularization_target[p] = T(0); });
+    x_.sync();
+    x_.for_each(m_.active_count, [&](int k) {
+      grad_regularization_target[m_.active[k]] = m_.regularization_weight[m_.active[k]] * u[k];
+    });
+    x_.sync();
+    for (int c = 0; c < m_.positions; ++c) {
+      T residual[9];
+      const int rows = constraint_columns(c, false, residual);
+      const T w = pr_.position_weights[c];
+      T ju[3];
+      for (int r = 0; r < rows; ++r) {
+        ju[r] = project(r, rows, u);
+      }
+      if (x_.leader()) {
+        T dot_r = 0;
+        for (int r = 0; r < 3; ++r) {
+          grad_position_targets[3 * c + r] = w * ju[r];
+          dot_r += ju[r] * residual[r];
+        }
+        grad_position_weights[c] = -dot_r;
+      }
+      x_.sync();
+    }
+    for (int o = 0; o < m_.orientations; ++o) {
+      T residual[9];
+      const int rows = constraint_columns(o, true, residual);
+      const T w = pr_.orientation_weights[o];
+      T ju[9];
+      for (int r = 0; r < rows; ++r) {
+        ju[r] = project(r, rows, u);
+      }
+      if (x_.leader()) {
+        T dot_r = 0;
+        for (int r = 0; r < 9; ++r) {
+          dot_r += ju[r] * residual[r];
+        }
+        grad_orientation_weights[o] = -dot_r;
+        // residual = R(q_o) - R(q_target): d/dq_target of -(R(q_target) . w ju).
+        T g_rows[9];
+        for (int r = 0; r < 9; ++r) {
+          g_rows[r] = w * ju[r];
+        }
+        T grad_q[4];
+        rows_backward(load_quat(pr_.orientation_targets + 4 * o), g_rows, grad_q);
+        for (int i = 0; i < 4; ++i) {
+          grad_orientation_targets[4 * o + i] = grad_q[i];
+        }
+      }
+      x_.sync();
+    }
+  }
+
+  // ------------------------------------------------ residuals and Jacobian
+  // Position constraint residuals [C, 3] and the Jacobian [C * 3, P] with
+  // respect to every model parameter (the model's active list must be all P).
+  MOMENTUM_HD void position_residuals_and_jacobian(const T* theta, T* residuals, T* jacobian) {
+    const int P = m_.params;
+    x_.for_each(P, [&](int p) { theta_[p] = theta[p]; });
+    x_.sync();
+    evaluate_skeleton(theta_);
+    for (int c = 0; c < m_.positions; ++c) {
+      T residual[9];
+      constraint_columns(c, false, residual);
+      x_.for_each(P * 3, [&](int e) {
+        const int p = e / 3, r = e % 3;
+        jacobian[int64_t(3 * c + r) * P + p] = columns_[3 * p + r];
+      });
+      if (x_.leader()) {
+        for (int r = 0; r < 3; ++r) {
+          residuals[3 * c + r] = residual[r];
+        }
+      }
+      x_.sync();
+    }
+  }
+
+ private:
+  MOMENTUM_HD int64_t packed_size() const {
+    return int64_t(m_.active_count) * (m_.active_count + 1) / 2;
+  }
+  MOMENTUM_HD static bool is_finite(T v) {
+    return v == v && v - v == T(0);
+  }
+  MOMENTUM_HD static T max_(T a, T b) {
+    return a > b ? a : b;
+  }
+
+  // jp = transform @ theta for the joints FK visits, then FK over them by level.
+  MOMENTUM_HD void evaluate_skeleton(const T* theta) {
+    const int P = m_.params;
+    x_.for_each(m_.fk_count * 7, [&](int e) {
+      const int j = m_.fk_order[e / 7];
+      const int64_t row = int64_t(7) * j + e % 7;
+      const T* t = m_.transform + row * P;
+      T value = 0;
+      for (int p = 0; p < P; ++p) {
+        value += t[p] * theta[p];
+      }
+      jp_[row] = value;
+    });
+    x_.sync();
+    for (int level = 0; level < m_.levels; ++level) {
+      const int first = m_.level_start[level];
+      x_.for_each(m_.level_start[level + 1] - first, [&](int e) {
+        const int j = m_.fk_order[first + e];
+        Transform<T> global = local_transform(
+            jp_ + 7 * j, load_vec3(m_.offsets + 3 * j), load_quat(m_.pre_rotations + 4 * j));
+        const int parent = topology_parent(m_.topology[j]);
+        if (parent >= 0) {
+          global = compose(load_state(states_ + 8 * parent), global);
+        }
+        store_state(global, states_ + 8 * j);
+      });
+      x_.sync();
+    }
+  }
+
+  MOMENTUM_HD Vec3<T> position_of(int c) const {
+    const int j = m_.position_joints[c];
+    return transform_point(load_state(states_ + 8 * j), load_vec3(m_.position_offsets + 3 * c));
+  }
+
+  MOMENTUM_HD void orientation_rows(int o, T rows[9]) const {
+    const int j = m_.orientation_joints[o];
+    const Quat<T> q = quat_multiply(load_quat(states_ + 8 * j + 3), load_quat(m_.orientation_offsets + 4 * o));
+    quat_to_rows(q, rows);
+  }
+
+  // E(theta); leaves the skeleton evaluated at theta.
+  MOMENTUM_HD T energy(const T* theta) {
+    evaluate_skeleton(theta);
+    T partial = 0;
+    x_.for_each(m_.positions, [&](int c) {
+      const Vec3<T> d = position_of(c) - load_vec3(pr_.position_targets + 3 * c);
+      partial += pr_.position_weights[c] * dot(d, d);
+    });
+    x_.for_each(m_.orientations, [&](int o) {
+      T rows[9], target[9];
+      orientation_rows(o, rows);
+      quat_to_rows(load_quat(pr_.orientation_targets + 4 * o), target);
+      T sum = 0;
+      for (int e = 0; e < 9; ++e) {
+        sum += (rows[e] - target[e]) * (rows[e] - target[e]);
+      }
+      partial += pr_.orientation_weights[o] * sum;
+    });
+    x_.for_each(m_.params, [&](int p) {
+      const T v = theta[p];
+      const T limit = limit_residual(p, v);
+      const T d = v - pr_.regularization_target[p];
+      partial += m_.limit_weight * limit * limit + m_.regularization_weight[p] * d * d;
+    });
+    return x_.sum(partial);
+  }
+
+  // max(0, min - v) + max(0, v - max), signed so that its derivative is +1 above and -1 below.
+  MOMENTUM_HD T limit_residual(int p, T v) const {
+    if (v < m_.parameter_min[p]) return v - m_.parameter_min[p];
+    if (v > m_.parameter_max[p]) return v - m_.parameter_max[p];
+    return T(0);
+  }
+
+  // For constraint c (a position, or an orientation when `orientation`), with
+  // the skeleton evaluated: its residual (3 or 9 values, unweighted) and its
+  // Jacobian columns over the active parameters in columns_[rows * k + r];
+  // the active parameters with a nonzero column are listed in touched_.
+  // Returns the number of rows.
+  MOMENTUM_HD int constraint_columns(int c, bool orientation, T residual[9]) {
+    const int joint = orientation ? m_.orientation_joints[c] : m_.position_joints[c];
+    const int rows = orientation ? 9 : 3;
+    Vec3<T> point{T(0), T(0), T(0)};
+    T current[9];
+    if (orientation) {
+      orientation_rows(c, current);
+      T target[9];
+      quat_to_rows(load_quat(pr_.orientation_targets + 4 * c), target);
+      for (int e = 0; e < 9; ++e) {
+        residual[e] = current[e] - target[e];
+      }
+    } else {
+      point = position_of(c);
+      const Vec3<T> d = point - load_vec3(pr_.position_targets + 3 * c);
+      residual[0] = d.x;
+      residual[1] = d.y;
+      residual[2] = d.z;
+    }
+    if (x_.leader()) {
+      int n = 0;
+      for (int a = joint; a >= 0; a = topology_parent(m_.topology[a])) {
+        chain_[n++] = a;
+      }
+      c_->chain_length = n;
+      c_->touched_count = 0;
+    }
+    x_.sync();
+    const int n = c_->chain_length;
+    // The 7 parameter motions of every joint on the chain, as derivatives of
+    // the point (position) or as world rotation axes (orientation).
+    x_.for_each(n, [&](int i) {
+      const int a = chain_[i];
+      const Transform<T> state = load_state(states_ + 8 * a);
+      const JointMotions<T> mo =
+          joint_motions(jp_ + 7 * a, load_vec3(m_.offsets + 3 * a), load_quat(m_.pre_rotations + 4 * a), state);
+      T* out = motions_ + 21 * i;
+      const Vec3<T> arm = point - state.t;
+      for (int k = 0; k < 3; ++k) {
+        const Vec3<T> t = orientation ? Vec3<T>{T(0), T(0), T(0)} : mo.translation[k];
+        const Vec3<T> r = orientation ? mo.rotation[k] : cross(mo.rotation[k], arm);
+        out[3 * k] = t.x, out[3 * k + 1] = t.y, out[3 * k + 2] = t.z;
+        out[9 + 3 * k] = r.x, out[9 + 3 * k + 1] = r.y, out[9 + 3 * k + 2] = r.z;
+      }
+      const Vec3<T> s = orientation ? Vec3<T>{T(0), T(0), T(0)} : T(kLn2) * arm;
+      out[18] = s.x, out[19] = s.y, out[20] = s.z;
+    });
+    x_.sync();
+    // Through the parameter transform, for every active parameter.
+    x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = i; });
+    x_.sync();
+    x_.for_each(m_.active_count, [&](int k) {
+      const int p = m_.active[k];
+      Vec3<T> v{T(0), T(0), T(0)};
+      auto add = [&](int64_t row, int i) {
+        const T coefficient = m_.transform[row * m_.params + p];
+        const T* mo = motions_ + 21 * i + 3 * (row % 7);
+        v = v + coefficient * Vec3<T>{mo[0], mo[1], mo[2]};
+      };
+      const int count = m_.column_count[k];
+      if (count >= 0) {
+        for (int e = 0; e < count; ++e) {
+          const int row = m_.column_rows[k * kIkColumnRows + e];
+          const int i = chain_position_[row / 7];
+          if (i >= 0) {
+            add(row, i);
+          }
+        }
+      } else {
+        for (int i = 0; i < n; ++i) {
+          for (int q = 0; q < 7; ++q) {
+            const int64_t row = int64_t(7) * chain_[i] + q;
+            if (m_.transform[row * m_.params + p] != T(0)) {
+              add(row, i);
+            }
+          }
+        }
+      }
+      T* column = columns_ + rows * k;
+      bool nonzero = v.x != T(0) || v.y != T(0) || v.z != T(0);
+      if (orientation) {
+        // d(R)/d(angle) about world axis v: [v]x R, row-major.
+        for (int col = 0; col < 3; ++col) {
+          const Vec3<T> rc{current[col], current[3 + col], current[6 + col]};
+          const Vec3<T> d = cross(v, rc);
+          column[col] = d.x;
+          column[3 + col] = d.y;
+          column[6 + col] = d.z;
+        }
+      } else {
+        column[0] = v.x;
+        column[1] = v.y;
+        column[2] = v.z;
+      }
+      if (nonzero) {
+        touched_[x_.append(&c_->touched_count)] = k;
+      }
+    });
+    x_.sync();
+    x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = -1; });
+    x_.sync();
+    return rows;
+  }
+
+  // (J_c u)_r for row r of the current constraint's columns.
+  MOMENTUM_HD T project(int r, int rows, const T* u) {
+    T partial = 0;
+    x_.for_each(c_->touched_count, [&](int i) {
+      const int k = touched_[i];
+      partial += columns_[rows * k + r] * u[k];
+    });
+    return x_.sum(partial);
+  }
+
+  // H = J^T W J and g = J^T W r at theta (the skeleton must be evaluated there
+  // by `energy`), plus the limit and regularisation terms.
+  MOMENTUM_HD void normal_equations(const T* theta) {
+    const int Pa = m_.active_count;
+    x_.for_each(packed_size(), [&](int64_t e) { hessian_[e] = T(0); });
+    x_.for_each(Pa, [&](int k) { gradient_[k] = T(0); });
+    x_.sync();
+    for (int pass = 0; pass < 2; ++pass) {
+      const bool orientation = pass == 1;
+      const int count = orientation ? m_.orientations : m_.positions;
+      for (int c = 0; c < count; ++c) {
+        T residual[9];
+        const int rows = constraint_columns(c, orientation, residual);
+        const T w = orientation ? pr_.orientation_weights[c] : pr_.position_weights[c];
+        const int m = c_->touched_count;
+        const int64_t pairs = int64_t(m) * (m + 1) / 2;
+        x_.for_each(pairs, [&](int64_t e) {
+          int64_t a, b;
+          packed_entry(e, &a, &b);
+          int ka = touched_[a], kb = touched_[b];
+          if (ka < kb) {
+            const int swap = ka;
+            ka = kb;
+            kb = swap;
+          }
+          const T* ca = columns_ + rows * ka;
+          const T* cb = columns_ + rows * kb;
+          T sum = 0;
+          for (int r = 0; r < rows; ++r) {
+            sum += ca[r] * cb[r];
+          }
+          hessian_[packed_index(ka, kb)] += w * sum;
+        });
+        x_.for_each(m, [&](int i) {
+          const int k = touched_[i];
+          const T* ck = columns_ + rows * k;
+          T sum = 0;
+          for (int r = 0; r < rows; ++r) {
+            sum += ck[r] * residual[r];
+          }
+          gradient_[k] += w * sum;
+        });
+        x_.sync();
+      }
+    }
+    x_.for_each(Pa, [&](int k) {
+      const int p = m_.active[k];
+      const T v = theta[p];
+      const T limit = limit_residual(p, v);
+      const T wr = m_.regularization_weight[p];
+      T h = wr, g = wr * (v - pr_.regularization_target[p]);
+      if (limit != T(0)) {
+        h += m_.limit_weight;
+        g += m_.limit_weight * limit;
+      }
+      hessian_[packed_index(k, k)] += h;
+      gradient_[k] += g;
+    });
+    x_.sync();
+    T partial = 0;
+    x_.for_each(Pa, [&](int k) { partial = max_(partial, hessian_[packed_index(k, k)]); });
+    const T diag_max = x_.max(partial);
+    if (x_.leader()) {
+      c_->diag_max = diag_max;
+    }
+    x_.sync();
+  }
+
+  // Solves (H + lambda D) step = -g in place on hessian_ (destroyed).
+  // Returns false if the factorisation fails.
+  MOMENTUM_HD bool damped_solve(T lambda) {
+    const int n = m_.active_count;
+    const T floor = c_->diag_max * T(1e-9) + T(1e-30);
+    x_.for_each(n, [&](int k) {
+      T& d = hessian_[packed_index(k, k)];
+      d += lambda * max_(d, floor);
+    });
+    x_.sync();
+    // Right-looking Cholesky, L overwrites the lower triangle.
+    for (int k = 0; k < n; ++k) {
+      if (x_.leader()) {
+        const T d = hessian_[packed_index(k, k)];
+        c_->failed = !(d > T(0)) || !is_finite(d);
+        if (!c_->failed) {
+          hessian_[packed_index(k, k)] = sqrt(d);
+        }
+      }
+      x_.sync();
+      if (c_->failed) {
+        return false;
+      }
+      const T pivot = hessian_[packed_index(k, k)];
+      x_.for_each(n - k - 1, [&](int e) { hessian_[packed_index(k + 1 + e, k)] /= pivot; });
+      x_.sync();
+      x_.for_each(n - k - 1, [&](int e) {
+        const int i = k + 1 + e;
+        const T lik = hessian_[packed_index(i, k)];
+        T* row = hessian_ + packed_index(i, 0);
+        for (int j = k + 1; j <= i; ++j) {
+          row[j] -= lik * hessian_[packed_index(j, k)];
+        }
+      });
+      x_.sync();
+    }
+    // L y = -g, then L^T step = y.
+    x_.for_each(n, [&](int k) { step_[k] = -gradient_[k]; });
+    x_.sync();
+    for (int k = 0; k < n; ++k) {
+      if (x_.leader()) {
+        step_[k] /= hessian_[packed_index(k, k)];
+      }
+      x_.sync();
+      const T yk = step_[k];
+      x_.for_each(n - k - 1, [&](int e) { step_[k + 1 + e] -= hessian_[packed_index(k + 1 + e, k)] * yk; });
+      x_.sync();
+    }
+    for (int k = n - 1; k >= 0; --k) {
+      if (x_.leader()) {
+        step_[k] /= hessian_[packed_index(k, k)];
+      }
+      x_.sync();
+      const T xk = step_[k];
+      x_.for_each(k, [&](int i) { step_[i] -= hessian_[packed_index(k, i)] * xk; });
+      x_.sync();
+    }
+    return true;
+  }
+
+  // Gradient of sum(g_rows * R(q)) with respect to q (the polynomial R of quat_to_rows).
+  MOMENTUM_HD static void rows_backward(Quat<T> q, const T g[9], T grad_q[4]) {
+    const Transform<T> state{{T(0), T(0), T(0)}, q, T(1)};
+    // skinning_matrix_backward with IBP = identity gives d/dq of sum(G * R(q)).
+    const T identity[16] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+    T grad_a[12];
+    for (int r = 0; r < 3; ++r) {
+      for (int col = 0; col < 3; ++col) {
+        grad_a[4 * r + col] = g[3 * r + col];
+      }
+      grad_a[4 * r + 3] = T(0);
+    }
+    T grad_state[8];
+    skinning_matrix_backward(state, identity, grad_a, grad_state);
+    for (int i = 0; i < 4; ++i) {
+      grad_q[i] = grad_state[3 + i];
+    }
+  }
+
+  const Exec& x_;
+  const IkModel<T>& m_;
+  const IkProblem<T>& pr_;
+  IkControl<T>* c_;
+  IkScratchLayout layout_;
+  T *theta_, *trial_, *jp_, *states_, *hessian_, *saved_, *gradient_, *step_, *columns_, *motions_;
+  int *touched_, *chain_, *chain_position_;
+};
+
+// The CPU policy: every loop runs in order on the calling thread.
+struct SequentialExec {
+  template <typename F>
+  void for_each(int64_t n, F&& f) const {
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
+  void sync() const {}
+  bool leader() const { return true; }
+  template <typename T>
+  T sum(T partial) const { return partial; }
+  template <typename T>
+  T max(T partial) const { return partial; }
+  int append(int* counter) const { return (*counter)++; }
+};
+
+}  // namespace momentum_ops
