@@ -77,10 +77,18 @@ def run(device, vertices_list, influences_list, batches, joints, dtype, max_seco
                     "dense": lambda s: dense_lbs(s, ibp, rest, dense),
                     "sparse": lambda s: sparse_lbs(s, ibp, rest, pair_joint, pair_vertex, pair_weight),
                 }
+                # The peers' intermediates ([B, V, 12] and [B, V*K, 12]) and their
+                # gradients must fit in memory (on the GPU: 60 GB).
+                budget = 60e9 if device == "cuda" else 8e9
+                if B * V * 12 * e * 4 > budget:
+                    impls.pop("dense")
+                if B * V * K * 12 * e * 4 > budget:
+                    impls.pop("sparse")
                 check = states.next()
                 reference = impls["momentum_ops"](check)
                 for name in ("dense", "sparse"):
-                    torch.testing.assert_close(impls[name](check), reference, atol=1e-3, rtol=1e-3)
+                    if name in impls:
+                        torch.testing.assert_close(impls[name](check), reference, atol=1e-3, rtol=1e-3)
                 for mode in ("fwd", "fwd+bwd"):
                     times = {}
                     for name, fn in impls.items():
@@ -92,8 +100,10 @@ def run(device, vertices_list, influences_list, batches, joints, dtype, max_seco
                                 fn(s).backward(grad)
                                 s.requires_grad_(False)
                         times[name] = measure(step, device, max_seconds)
-                    row = [device, V, K, B, mode, times["momentum_ops"], times["dense"], times["sparse"],
-                           min(times["dense"], times["sparse"]) / times["momentum_ops"]]
+                    nan = float("nan")
+                    peers = [times.get("dense", nan), times.get("sparse", nan)]
+                    best = min([t for t in peers if t == t], default=nan)
+                    row = [device, V, K, B, mode, times["momentum_ops"], *peers, best / times["momentum_ops"]]
                     if bandwidth:
                         fwd_bytes = e * (B * joints * 8 + B * V * 3 + V * (3 + K)) + idx.element_size() * V * K
                         bwd_bytes = e * (B * V * 3 + 2 * B * joints * 8 + V * (3 + K)) + idx.element_size() * V * K
@@ -108,6 +118,7 @@ def run(device, vertices_list, influences_list, batches, joints, dtype, max_seco
     if bandwidth:
         title += f"; copy bandwidth {bandwidth / 1e9:.0f} GB/s (read+write)"
     print_table(title, columns, rows)
+    print("nan: a peer left out where its intermediates would not fit in memory.")
     if skipped:
         print("not run on the CPU (the peers take minutes or tens of GB): " + ", ".join(skipped))
 

@@ -93,6 +93,7 @@ struct IkKernelParams {
   T* grad_regularization_target;
   T* residuals;  // position_residuals_and_jacobian
   T* jacobian;
+  bool shared_hessian;  // H's working copy in dynamic shared memory
   IndexParam index;
 };
 
@@ -119,13 +120,15 @@ enum class Task { Solve, Backward, Residuals };
 template <typename T, Task kTask>
 __global__ void __launch_bounds__(kIkThreads) ik_kernel(const __grid_constant__ IkKernelParams<T> p) {
   __shared__ IkControl<T> control;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   const IkModel<T> model = kernel_model(p);
   const BlockExec exec;
   T* scratch = p.scratch + blockIdx.x * p.scratch_stride;
+  T* fast_hessian = p.shared_hessian ? reinterpret_cast<T*>(shared_bytes) : nullptr;
   const int64_t P = model.params, C = model.positions, Co = model.orientations;
   for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
     const IkProblem<T> problem = p.batch_data.problem(b);
-    IkSolver<T, BlockExec> solver(exec, model, problem, scratch, &control);
+    IkSolver<T, BlockExec> solver(exec, model, problem, scratch, &control, fast_hessian);
     if constexpr (kTask == Task::Solve) {
       solver.solve(p.solution + b * P, p.iterations + b, p.energy + b);
     } else if constexpr (kTask == Task::Backward) {
@@ -179,7 +182,17 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   Tensor scratch = torch::stable::new_empty(like, {blocks * per_problem});
   p.scratch = static_cast<T*>(scratch.mutable_data_ptr());
   p.scratch_stride = per_problem;
-  ik_kernel<T, kTask><<<unsigned(blocks), kIkThreads, 0, stream>>>(p);
+  // The Cholesky factorisation works on H's packed triangle: in shared memory
+  // when it fits (Pa up to ~300 in float32, ~210 in float64), else in the
+  // block's global scratch, where L2 thrashes for large batches.
+  int shared_limit = 0;
+  MOMENTUM_CUDA_CHECK(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), op);
+  const size_t hessian_bytes = size_t(args.active_count) * (args.active_count + 1) / 2 * sizeof(T);
+  p.shared_hessian = hessian_bytes + 2048 <= size_t(shared_limit);
+  const size_t shared = p.shared_hessian ? hessian_bytes : 0;
+  MOMENTUM_CUDA_CHECK(
+      cudaFuncSetAttribute(ik_kernel<T, kTask>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)), op);
+  ik_kernel<T, kTask><<<unsigned(blocks), kIkThreads, shared, stream>>>(p);
   MOMENTUM_CHECK_LAUNCH(op);
 }
 

@@ -178,14 +178,16 @@ MOMENTUM_HD void packed_entry(int64_t e, int64_t* i, int64_t* j) {
 template <typename T, typename Exec>
 class IkSolver {
  public:
+  // `fast_hessian`, when given, holds the factorisation's working copy of H
+  // (the GPU passes shared memory); otherwise it lives in the scratch.
   MOMENTUM_HD IkSolver(const Exec& exec, const IkModel<T>& model, const IkProblem<T>& problem,
-                       T* scratch, IkControl<T>* control)
+                       T* scratch, IkControl<T>* control, T* fast_hessian = nullptr)
       : x_(exec), m_(model), pr_(problem), c_(control), layout_(model.joints, model.params, model.active_count) {
     theta_ = scratch + layout_.theta;
     trial_ = scratch + layout_.trial;
     jp_ = scratch + layout_.jp;
     states_ = scratch + layout_.states;
-    hessian_ = scratch + layout_.hessian;
+    hessian_ = fast_hessian != nullptr ? fast_hessian : scratch + layout_.hessian;
     saved_ = scratch + layout_.saved_hessian;
     gradient_ = scratch + layout_.gradient;
     step_ = scratch + layout_.step;
@@ -489,7 +491,7 @@ class IkSolver {
     const int joint = orientation ? m_.orientation_joints[c] : m_.position_joints[c];
     const int rows = orientation ? 9 : 3;
     Vec3<T> point{T(0), T(0), T(0)};
-    T current[9];
+    T current[9] = {};
     if (orientation) {
       orientation_rows(c, current);
       T target[9];
