@@ -85,4 +85,14 @@ std::vector<int32_t> skeleton_topology(
 // A contiguous tensor (the input itself when it already is).
 Tensor as_contiguous(const Tensor& t);
 
+// Calls f(T()) with T = float or double, the dtype of a checked floating tensor.
+template <typename F>
+void dispatch_floating(ScalarType dtype, F&& f) {
+  if (dtype == ScalarType::Float) {
+    f(float(0));
+  } else {
+    f(double(0));
+  }
+}
+
 }  // namespace momentum_ops

@@ -93,11 +93,8 @@ Tensor fk_forward_cpu(
       check_fk_forward(joint_parameters, parents, offsets, pre_rotations);
   Tensor out = torch::stable::new_empty(
       args.joint_parameters, concat(args.batch_shape, {args.joints, kStateSize}));
-  if (args.joint_parameters.scalar_type() == ScalarType::Float) {
-    fk_forward_cpu_impl<float>(args, out);
-  } else {
-    fk_forward_cpu_impl<double>(args, out);
-  }
+  dispatch_floating(args.joint_parameters.scalar_type(),
+                    [&](auto zero) { fk_forward_cpu_impl<decltype(zero)>(args, out); });
   return out;
 }
 
@@ -113,11 +110,8 @@ std::tuple<Tensor, Tensor> fk_backward_cpu(
       skeleton_state);
   Tensor grad_jp = torch::stable::new_empty(
       args.joint_parameters, concat(args.batch_shape, {args.joints, kJointParameters}));
-  if (args.joint_parameters.scalar_type() == ScalarType::Float) {
-    fk_backward_cpu_impl<float>(args, grad_jp);
-  } else {
-    fk_backward_cpu_impl<double>(args, grad_jp);
-  }
+  dispatch_floating(args.joint_parameters.scalar_type(),
+                    [&](auto zero) { fk_backward_cpu_impl<decltype(zero)>(args, grad_jp); });
   return {grad_jp, offsets_gradient(grad_jp, args.batch, args.joints)};
 }
 

@@ -283,11 +283,7 @@ Tensor fk_forward_cuda(
     p.out = static_cast<T*>(out.mutable_data_ptr());
     launch(fk_forward_kernel<T>, p, Tiling<T, false>::shared_bytes, out);
   };
-  if (args.joint_parameters.scalar_type() == ScalarType::Float) {
-    run(0.0f);
-  } else {
-    run(0.0);
-  }
+  dispatch_floating(args.joint_parameters.scalar_type(), run);
   return out;
 }
 
@@ -315,11 +311,7 @@ std::tuple<Tensor, Tensor> fk_backward_cuda(
       p.out = static_cast<T*>(grad_jp.mutable_data_ptr());
       launch(fk_backward_kernel<T>, p, Tiling<T, true>::shared_bytes, grad_jp);
     };
-    if (args.joint_parameters.scalar_type() == ScalarType::Float) {
-      run(0.0f);
-    } else {
-      run(0.0);
-    }
+    dispatch_floating(args.joint_parameters.scalar_type(), run);
   }
   return {grad_jp, offsets_gradient(grad_jp, args.batch, args.joints)};
 }

@@ -201,6 +201,56 @@ IkArgs check_residuals(
   return args;
 }
 
+IkSolveCall prepare_ik_solve(MOMENTUM_IK_SOLVE_PARAMS) {
+  IkSolveCall call;
+  call.problems = {model_parameters, position_targets, position_weights, orientation_targets,
+                   orientation_weights, regularization_target};
+  call.options = {limit_weight, tolerance, damping, max_iterations};
+  call.args = check_ik("ik_solve", call.problems, parents, offsets, pre_rotations, parameter_transform,
+                       parameter_min, parameter_max, active_parameters, position_joints, position_offsets,
+                       orientation_joints, orientation_offsets, regularization_weight, call.options);
+  const Tensor& theta = call.problems.model_parameters;
+  call.solution = torch::stable::new_empty(theta, theta.sizes());
+  call.iterations = torch::stable::new_empty(theta, call.args.batch_shape, ScalarType::Int);
+  call.energy = torch::stable::new_empty(theta, call.args.batch_shape);
+  return call;
+}
+
+IkBackwardCall prepare_ik_backward(MOMENTUM_IK_BACKWARD_PARAMS) {
+  constexpr const char* op = "ik_solve_backward";
+  IkBackwardCall call;
+  call.problems = {solution, position_targets, position_weights, orientation_targets, orientation_weights,
+                   regularization_target};
+  call.options = {limit_weight, 0.0, 1.0, 0};
+  call.args = check_ik(op, call.problems, parents, offsets, pre_rotations, parameter_transform, parameter_min,
+                       parameter_max, active_parameters, position_joints, position_offsets, orientation_joints,
+                       orientation_offsets, regularization_weight, call.options);
+  const IkProblemTensors& t = call.problems;
+  check_like(op, "grad_model_parameters", grad_model_parameters, "solution", t.model_parameters);
+  check_shape(op, "grad_model_parameters", grad_model_parameters,
+              concat(call.args.batch_shape, {call.args.params}), "[..., P] like the solution");
+  call.grad_solution = as_contiguous(grad_model_parameters);
+  auto like = [](const Tensor& x) { return torch::stable::new_empty(x, x.sizes()); };
+  call.grad_position_targets = like(t.position_targets);
+  call.grad_position_weights = like(t.position_weights);
+  call.grad_orientation_targets = like(t.orientation_targets);
+  call.grad_orientation_weights = like(t.orientation_weights);
+  call.grad_regularization_target = like(t.regularization_target);
+  return call;
+}
+
+IkResidualsCall prepare_residuals(MOMENTUM_IK_RESIDUALS_PARAMS) {
+  IkResidualsCall call;
+  call.args = check_residuals("position_residuals_and_jacobian", model_parameters, position_targets, parents,
+                              offsets, pre_rotations, parameter_transform, position_joints, position_offsets);
+  call.problems = {model_parameters, position_targets, {}, {}, {}, {}};
+  const IkArgs& a = call.args;
+  call.residuals = torch::stable::new_empty(model_parameters, concat(a.batch_shape, {a.positions, 3}));
+  call.jacobian = torch::stable::new_empty(
+      model_parameters, concat(a.batch_shape, {int64_t(a.positions) * 3, a.params}));
+  return call;
+}
+
 }  // namespace momentum_ops
 
 // One call solves a batch of problems (all iterations inside); per problem it

@@ -30,6 +30,69 @@ struct IkOptions {
   int64_t max_iterations = 0;
 };
 
+// The C++ signatures of the ops (one place for both devices' entry points).
+#define MOMENTUM_IK_SOLVE_PARAMS                                                                  \
+  Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations,                 \
+      Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max,                    \
+      Tensor active_parameters, Tensor position_joints, Tensor position_offsets,                 \
+      Tensor position_targets, Tensor position_weights, Tensor orientation_joints,               \
+      Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights,        \
+      double limit_weight, Tensor regularization_target, Tensor regularization_weight,           \
+      int64_t max_iterations, double tolerance, double damping
+#define MOMENTUM_IK_SOLVE_ARGS                                                                    \
+  model_parameters, parents, offsets, pre_rotations, parameter_transform, parameter_min,         \
+      parameter_max, active_parameters, position_joints, position_offsets, position_targets,     \
+      position_weights, orientation_joints, orientation_offsets, orientation_targets,            \
+      orientation_weights, limit_weight, regularization_target, regularization_weight,           \
+      max_iterations, tolerance, damping
+#define MOMENTUM_IK_BACKWARD_PARAMS                                                               \
+  Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets,                 \
+      Tensor pre_rotations, Tensor parameter_transform, Tensor parameter_min,                    \
+      Tensor parameter_max, Tensor active_parameters, Tensor position_joints,                    \
+      Tensor position_offsets, Tensor position_targets, Tensor position_weights,                 \
+      Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets,         \
+      Tensor orientation_weights, double limit_weight, Tensor regularization_target,             \
+      Tensor regularization_weight
+#define MOMENTUM_IK_BACKWARD_ARGS                                                                 \
+  grad_model_parameters, solution, parents, offsets, pre_rotations, parameter_transform,         \
+      parameter_min, parameter_max, active_parameters, position_joints, position_offsets,        \
+      position_targets, position_weights, orientation_joints, orientation_offsets,               \
+      orientation_targets, orientation_weights, limit_weight, regularization_target,             \
+      regularization_weight
+#define MOMENTUM_IK_RESIDUALS_PARAMS                                                              \
+  Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations,                 \
+      Tensor parameter_transform, Tensor position_joints, Tensor position_offsets,               \
+      Tensor position_targets
+#define MOMENTUM_IK_RESIDUALS_ARGS                                                                \
+  model_parameters, parents, offsets, pre_rotations, parameter_transform, position_joints,       \
+      position_offsets, position_targets
+
+// A checked call with its outputs allocated (uninitialised).
+struct IkSolveCall {
+  IkProblemTensors problems;
+  IkOptions options;
+  IkArgs args;
+  Tensor solution, iterations, energy;
+};
+IkSolveCall prepare_ik_solve(MOMENTUM_IK_SOLVE_PARAMS);
+
+struct IkBackwardCall {
+  IkProblemTensors problems;  // with the solution as the parameters
+  IkOptions options;
+  IkArgs args;
+  Tensor grad_solution;
+  Tensor grad_position_targets, grad_position_weights, grad_orientation_targets,
+      grad_orientation_weights, grad_regularization_target;
+};
+IkBackwardCall prepare_ik_backward(MOMENTUM_IK_BACKWARD_PARAMS);
+
+struct IkResidualsCall {
+  IkProblemTensors problems;
+  IkArgs args;
+  Tensor residuals, jacobian;
+};
+IkResidualsCall prepare_residuals(MOMENTUM_IK_RESIDUALS_PARAMS);
+
 // Checks everything of ik_solve / ik_solve_backward but the solution and its gradient.
 IkArgs check_ik(
     const char* op,

@@ -196,98 +196,53 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   MOMENTUM_CHECK_LAUNCH(op);
 }
 
-template <typename F>
-void dispatch(ScalarType dtype, F&& f) {
-  if (dtype == ScalarType::Float) {
-    f(float(0));
-  } else {
-    f(double(0));
-  }
-}
-
-std::tuple<Tensor, Tensor, Tensor> ik_solve_cuda(
-    Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, Tensor parameter_transform,
-    Tensor parameter_min, Tensor parameter_max, Tensor active_parameters, Tensor position_joints,
-    Tensor position_offsets, Tensor position_targets, Tensor position_weights, Tensor orientation_joints,
-    Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights, double limit_weight,
-    Tensor regularization_target, Tensor regularization_weight, int64_t max_iterations, double tolerance,
-    double damping) {
-  IkProblemTensors t{model_parameters, position_targets, position_weights, orientation_targets,
-                     orientation_weights, regularization_target};
-  const IkOptions options{limit_weight, tolerance, damping, max_iterations};
-  const IkArgs args = check_ik(kSolve, t, parents, offsets, pre_rotations, parameter_transform, parameter_min,
-                               parameter_max, active_parameters, position_joints, position_offsets,
-                               orientation_joints, orientation_offsets, regularization_weight, options);
-  const torch::stable::accelerator::DeviceGuard guard(t.model_parameters.get_device_index());
-  Tensor solution = torch::stable::new_empty(t.model_parameters, t.model_parameters.sizes());
-  Tensor iterations = torch::stable::new_empty(t.model_parameters, args.batch_shape, ScalarType::Int);
-  Tensor energy = torch::stable::new_empty(t.model_parameters, args.batch_shape);
-  dispatch(args.dtype, [&](auto zero) {
+std::tuple<Tensor, Tensor, Tensor> ik_solve_cuda(MOMENTUM_IK_SOLVE_PARAMS) {
+  IkSolveCall call = prepare_ik_solve(MOMENTUM_IK_SOLVE_ARGS);
+  const Tensor& like = call.problems.model_parameters;
+  const torch::stable::accelerator::DeviceGuard guard(like.get_device_index());
+  dispatch_floating(call.args.dtype, [&](auto zero) {
     using T = decltype(zero);
     IkKernelParams<T> p{};
-    p.solution = static_cast<T*>(solution.mutable_data_ptr());
-    p.iterations = static_cast<int32_t*>(iterations.mutable_data_ptr());
-    p.energy = static_cast<T*>(energy.mutable_data_ptr());
-    launch<T, Task::Solve>(kSolve, args, options, t, p, t.model_parameters);
+    p.solution = static_cast<T*>(call.solution.mutable_data_ptr());
+    p.iterations = static_cast<int32_t*>(call.iterations.mutable_data_ptr());
+    p.energy = static_cast<T*>(call.energy.mutable_data_ptr());
+    launch<T, Task::Solve>(kSolve, call.args, call.options, call.problems, p, like);
   });
-  return {solution, iterations, energy};
+  return {call.solution, call.iterations, call.energy};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ik_solve_backward_cuda(
-    Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets, Tensor pre_rotations,
-    Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, Tensor active_parameters,
-    Tensor position_joints, Tensor position_offsets, Tensor position_targets, Tensor position_weights,
-    Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights,
-    double limit_weight, Tensor regularization_target, Tensor regularization_weight) {
-  IkProblemTensors t{solution, position_targets, position_weights, orientation_targets, orientation_weights,
-                     regularization_target};
-  const IkOptions options{limit_weight, 0.0, 1.0, 0};
-  const IkArgs args = check_ik(kBackward, t, parents, offsets, pre_rotations, parameter_transform, parameter_min,
-                               parameter_max, active_parameters, position_joints, position_offsets,
-                               orientation_joints, orientation_offsets, regularization_weight, options);
-  check_like(kBackward, "grad_model_parameters", grad_model_parameters, "solution", t.model_parameters);
-  check_shape(kBackward, "grad_model_parameters", grad_model_parameters, concat(args.batch_shape, {args.params}),
-              "[..., P] like the solution");
-  const Tensor grad = as_contiguous(grad_model_parameters);
-  const torch::stable::accelerator::DeviceGuard guard(t.model_parameters.get_device_index());
-  Tensor g_pt = torch::stable::new_empty(t.position_targets, t.position_targets.sizes());
-  Tensor g_pw = torch::stable::new_empty(t.position_weights, t.position_weights.sizes());
-  Tensor g_ot = torch::stable::new_empty(t.orientation_targets, t.orientation_targets.sizes());
-  Tensor g_ow = torch::stable::new_empty(t.orientation_weights, t.orientation_weights.sizes());
-  Tensor g_rt = torch::stable::new_empty(t.regularization_target, t.regularization_target.sizes());
-  dispatch(args.dtype, [&](auto zero) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ik_solve_backward_cuda(MOMENTUM_IK_BACKWARD_PARAMS) {
+  IkBackwardCall call = prepare_ik_backward(MOMENTUM_IK_BACKWARD_ARGS);
+  const Tensor& like = call.problems.model_parameters;
+  const torch::stable::accelerator::DeviceGuard guard(like.get_device_index());
+  dispatch_floating(call.args.dtype, [&](auto zero) {
     using T = decltype(zero);
     IkKernelParams<T> p{};
     auto out = [](Tensor& x) { return static_cast<T*>(x.mutable_data_ptr()); };
-    p.grad_solution = data_of<T>(grad);
-    p.grad_position_targets = out(g_pt);
-    p.grad_position_weights = out(g_pw);
-    p.grad_orientation_targets = out(g_ot);
-    p.grad_orientation_weights = out(g_ow);
-    p.grad_regularization_target = out(g_rt);
-    launch<T, Task::Backward>(kBackward, args, options, t, p, t.model_parameters);
+    p.grad_solution = data_of<T>(call.grad_solution);
+    p.grad_position_targets = out(call.grad_position_targets);
+    p.grad_position_weights = out(call.grad_position_weights);
+    p.grad_orientation_targets = out(call.grad_orientation_targets);
+    p.grad_orientation_weights = out(call.grad_orientation_weights);
+    p.grad_regularization_target = out(call.grad_regularization_target);
+    launch<T, Task::Backward>(kBackward, call.args, call.options, call.problems, p, like);
   });
-  return {g_pt, g_pw, g_ot, g_ow, g_rt};
+  return {call.grad_position_targets, call.grad_position_weights, call.grad_orientation_targets,
+          call.grad_orientation_weights, call.grad_regularization_target};
 }
 
-std::tuple<Tensor, Tensor> residuals_cuda(
-    Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, Tensor parameter_transform,
-    Tensor position_joints, Tensor position_offsets, Tensor position_targets) {
-  const IkArgs args = check_residuals(kResiduals, model_parameters, position_targets, parents, offsets,
-                                      pre_rotations, parameter_transform, position_joints, position_offsets);
-  const torch::stable::accelerator::DeviceGuard guard(model_parameters.get_device_index());
-  Tensor residuals = torch::stable::new_empty(model_parameters, concat(args.batch_shape, {args.positions, 3}));
-  Tensor jacobian = torch::stable::new_empty(
-      model_parameters, concat(args.batch_shape, {int64_t(args.positions) * 3, args.params}));
-  IkProblemTensors t{model_parameters, position_targets, {}, {}, {}, {}};
-  dispatch(args.dtype, [&](auto zero) {
+std::tuple<Tensor, Tensor> residuals_cuda(MOMENTUM_IK_RESIDUALS_PARAMS) {
+  IkResidualsCall call = prepare_residuals(MOMENTUM_IK_RESIDUALS_ARGS);
+  const Tensor& like = call.problems.model_parameters;
+  const torch::stable::accelerator::DeviceGuard guard(like.get_device_index());
+  dispatch_floating(call.args.dtype, [&](auto zero) {
     using T = decltype(zero);
     IkKernelParams<T> p{};
-    p.residuals = static_cast<T*>(residuals.mutable_data_ptr());
-    p.jacobian = static_cast<T*>(jacobian.mutable_data_ptr());
-    launch<T, Task::Residuals>(kResiduals, args, IkOptions{}, t, p, model_parameters);
+    p.residuals = static_cast<T*>(call.residuals.mutable_data_ptr());
+    p.jacobian = static_cast<T*>(call.jacobian.mutable_data_ptr());
+    launch<T, Task::Residuals>(kResiduals, call.args, IkOptions{}, call.problems, p, like);
   });
-  return {residuals, jacobian};
+  return {call.residuals, call.jacobian};
 }
 
 }  // namespace

@@ -74,10 +74,11 @@ SkinArgs check_skin(
   return args;
 }
 
-void check_skin_grad(const char* op, const SkinArgs& args, const Tensor& grad_points) {
+Tensor check_skin_grad(const char* op, const SkinArgs& args, const Tensor& grad_points) {
   check_like(op, "grad_points", grad_points, "skeleton_state", args.skeleton_state);
   check_shape(op, "grad_points", grad_points, concat(args.batch_shape, {args.vertices, 3}),
               "[..., V, 3] like the forward's output");
+  return as_contiguous(grad_points);
 }
 
 void fail_skin_index(const char* op, const SkinArgs& args, int64_t bad, int64_t value) {

@@ -29,8 +29,18 @@ SkinArgs check_skin(
     const Tensor& skin_indices,
     const Tensor& skin_weights);
 
-// For the backward: grad_points must be [B..., V, 3] like the forward's output.
-void check_skin_grad(const char* op, const SkinArgs& args, const Tensor& grad_points);
+// For the backward: grad_points must be [B..., V, 3] like the forward's
+// output; returns it contiguous.
+Tensor check_skin_grad(const char* op, const SkinArgs& args, const Tensor& grad_points);
+
+// Calls f(T(), I()) with T the float type and I the index type of the call.
+template <typename F>
+void dispatch_skin(const SkinArgs& args, F&& f) {
+  const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
+  dispatch_floating(args.skeleton_state.scalar_type(), [&](auto zero) {
+    wide ? f(zero, int64_t(0)) : f(zero, int32_t(0));
+  });
+}
 
 // Reports the first out-of-range skin index; `bad` is its flat position.
 [[noreturn]] void fail_skin_index(const char* op, const SkinArgs& args, int64_t bad, int64_t value);

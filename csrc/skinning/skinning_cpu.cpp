@@ -158,16 +158,6 @@ void skin_backward_cpu_impl(
   }
 }
 
-template <typename F>
-void dispatch(const SkinArgs& args, F&& f) {
-  const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
-  if (args.skeleton_state.scalar_type() == ScalarType::Float) {
-    wide ? f(float(0), int64_t(0)) : f(float(0), int32_t(0));
-  } else {
-    wide ? f(double(0), int64_t(0)) : f(double(0), int32_t(0));
-  }
-}
-
 Tensor skin_forward_cpu(
     Tensor skeleton_state,
     Tensor inverse_bind_pose,
@@ -178,7 +168,7 @@ Tensor skin_forward_cpu(
       kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
   Tensor out = torch::stable::new_empty(
       args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
-  dispatch(args, [&](auto t, auto i) {
+  dispatch_skin(args, [&](auto t, auto i) {
     skin_forward_cpu_impl<decltype(t), decltype(i)>(args, out);
   });
   return out;
@@ -193,12 +183,11 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
     Tensor skin_weights) {
   const SkinArgs args = check_skin(
       kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
-  check_skin_grad(kBackward, args, grad_points);
-  const Tensor grad = as_contiguous(grad_points);
+  const Tensor grad = check_skin_grad(kBackward, args, grad_points);
   Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
   Tensor grad_rest = torch::stable::new_empty(args.rest_points, args.rest_points.sizes());
   Tensor grad_weights = torch::stable::new_empty(args.skin_weights, args.skin_weights.sizes());
-  dispatch(args, [&](auto t, auto i) {
+  dispatch_skin(args, [&](auto t, auto i) {
     skin_backward_cpu_impl<decltype(t), decltype(i)>(args, grad, grad_state, grad_rest, grad_weights);
   });
   return {grad_state, grad_rest, grad_weights};

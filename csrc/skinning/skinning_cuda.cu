@@ -341,16 +341,6 @@ void set_shared_limit(Kernel kernel, size_t bytes, const char* op) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
 }
 
-template <typename F>
-void dispatch(const SkinArgs& args, F&& f) {
-  const bool wide = args.skin_indices.scalar_type() == ScalarType::Long;
-  if (args.skeleton_state.scalar_type() == ScalarType::Float) {
-    wide ? f(float(0), int64_t(0)) : f(float(0), int32_t(0));
-  } else {
-    wide ? f(double(0), int64_t(0)) : f(double(0), int32_t(0));
-  }
-}
-
 Tensor skin_forward_cuda(
     Tensor skeleton_state,
     Tensor inverse_bind_pose,
@@ -363,7 +353,7 @@ Tensor skin_forward_cuda(
   const cudaStream_t stream = current_cuda_stream(skeleton_state);
   Tensor out = torch::stable::new_empty(
       args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
-  dispatch(args, [&](auto t, auto i) {
+  dispatch_skin(args, [&](auto t, auto i) {
     using T = decltype(t);
     using I = decltype(i);
     validate_indices<I>(kForward, args, stream);
@@ -391,15 +381,14 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
     Tensor skin_weights) {
   const SkinArgs args = check_skin(
       kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
-  check_skin_grad(kBackward, args, grad_points);
-  const Tensor grad = as_contiguous(grad_points);
+  const Tensor grad = check_skin_grad(kBackward, args, grad_points);
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
   const cudaStream_t stream = current_cuda_stream(skeleton_state);
   // Accumulated with atomics, so they start at zero.
   Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
   Tensor grad_rest = torch::stable::new_zeros(args.rest_points, args.rest_points.sizes());
   Tensor grad_weights = torch::stable::new_zeros(args.skin_weights, args.skin_weights.sizes());
-  dispatch(args, [&](auto t, auto i) {
+  dispatch_skin(args, [&](auto t, auto i) {
     using T = decltype(t);
     using I = decltype(i);
     validate_indices<I>(kBackward, args, stream);
