@@ -32,7 +32,7 @@ except OSError as _error:
 
 __version__ = BUILD_INFO["version"]
 
-from . import quaternion, skel_state  # noqa: E402
+from . import io, quaternion, skel_state  # noqa: E402  (io reads glTF; pygltflib loads on first use)
 from .character import Character  # noqa: E402
 from .fk import joint_parameters_to_skeleton_state, model_parameters_to_joint_parameters  # noqa: E402
 from .ik import IKResult, position_residuals_and_jacobian, solve_ik  # noqa: E402

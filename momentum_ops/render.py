@@ -24,6 +24,7 @@ def render(
     up: str = "y",
     size: float = 4.0,
     color=(0.55, 0.7, 0.9),
+    azimuth: float = -70.0,
 ) -> str:
     """Writes `path`: frames of `vertices` ``[F, V, 3]`` (or ``[V, 3]``) with
     `faces` ``[T, 3]``, and, when given, joint positions ``[F, J, 3]`` linked
@@ -51,24 +52,26 @@ def render(
     figure = plt.figure(figsize=(size * frames, size * 1.1))
     for f in range(frames):
         axes = figure.add_subplot(1, frames, f + 1, projection="3d")
+        # Draw in call order: matplotlib's depth sort would bury the skeleton inside the mesh.
+        axes.computed_zorder = False
         if len(faces):
             triangles = vertices[f][faces]
             normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
             normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
             shade = 0.3 + 0.7 * np.abs(normals @ light)
             colors = np.clip(np.asarray(color)[None] * shade[:, None], 0, 1)
-            axes.add_collection3d(Poly3DCollection(triangles, facecolors=colors, edgecolors="none", alpha=0.9))
+            axes.add_collection3d(Poly3DCollection(triangles, facecolors=colors, edgecolors="none", alpha=0.6, zorder=1))
         else:
             axes.scatter(*vertices[f].T, s=1, c=[color])
         if joints is not None:
             for j, p in enumerate(parents):
                 if p >= 0:
-                    axes.plot(*np.stack([joints[f, p], joints[f, j]]).T, color="black", linewidth=1.2)
-            axes.scatter(*joints[f].T, s=6, c="crimson", depthshade=False)
+                    axes.plot(*np.stack([joints[f, p], joints[f, j]]).T, color="black", linewidth=1.2, zorder=2)
+            axes.scatter(*joints[f].T, s=6, c="crimson", depthshade=False, zorder=3)
         for setter, c in zip((axes.set_xlim, axes.set_ylim, axes.set_zlim), centre):
             setter(c - half, c + half)
-        axes.set_box_aspect((1, 1, 1), zoom=1.5)
-        axes.view_init(elev=12, azim=-70)
+        axes.set_box_aspect((1, 1, 1), zoom=1.8)
+        axes.view_init(elev=12, azim=azimuth)
         axes.set_axis_off()
         if titles is not None:
             axes.set_title(titles[f], fontsize=9)
@@ -78,7 +81,8 @@ def render(
     return path
 
 
-def render_character(path: str, character, joint_parameters: torch.Tensor, titles=None, skeleton: bool = True) -> str:
+def render_character(path: str, character, joint_parameters: torch.Tensor, titles=None, skeleton: bool = True,
+                     azimuth: float = -70.0) -> str:
     """Poses `character` with joint parameters ``[F, J, 7]`` and draws it."""
     with torch.no_grad():
         state = character.joint_parameters_to_skeleton_state(joint_parameters)
@@ -86,5 +90,5 @@ def render_character(path: str, character, joint_parameters: torch.Tensor, title
     return render(
         path, vertices, character.faces,
         joints=state[..., :3] if skeleton else None, parents=character.parents if skeleton else None,
-        titles=titles,
+        titles=titles, azimuth=azimuth,
     )

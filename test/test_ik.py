@@ -13,6 +13,7 @@ import momentum_ops
 from conftest import DEVICES, HAS_CUDA
 from momentum_ops.io import load_gltf
 from reference import forward_kinematics, quat_to_matrix, random_skeleton
+from scripting import run_in_cpp, run_in_fresh_python
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "gltf")
 
@@ -315,12 +316,14 @@ def test_frozen_parameters_and_warm_start(generator):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_compile_fullgraph(device, generator):
+def test_compile_fullgraph_dynamic_batch(device, generator):
+    from torch._dynamo.testing import CompileCounterWithBackend
+
     torch._dynamo.reset()
     character = character_of("RiggedSimple").to(device)
     J, P = character.num_joints, character.num_parameters
     active = rotations_and_root_translation(character)
-    truth = random_poses(character, active, 3, generator).to(device)
+    truth = random_poses(character, active, 12, generator).to(device)
     targets = joint_positions(character, truth)
 
     def fit(targets):
@@ -329,8 +332,88 @@ def test_compile_fullgraph(device, generator):
                                        active_parameters=active, max_iterations=30)
         return joint_positions(character, result.model_parameters)
 
-    compiled = torch.compile(fit, fullgraph=True)
-    torch.testing.assert_close(compiled(targets), fit(targets))
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(fit, fullgraph=True, dynamic=True, backend=counter)
+    frames = []
+    for batch in (5, 9, 12):
+        torch.testing.assert_close(compiled(targets[:batch].clone()), targets[:batch], rtol=0, atol=1e-7)
+        frames.append(counter.frame_count)
+    assert frames[0] >= 1 and frames[-1] == frames[0], f"new batch sizes recompiled: frames {frames}"
+
+
+class PositionFit(torch.nn.Module):
+    """Fits model parameters to joint-position targets with the raw op, as a
+    user would script or export it: the character's tensors are buffers."""
+
+    def __init__(self, character, active, example_targets):
+        super().__init__()
+        c = character
+        dtype = c.offsets.dtype
+        J = c.num_joints
+        for name in ("parents", "offsets", "pre_rotations", "parameter_transform", "parameter_min", "parameter_max"):
+            self.register_buffer(name, getattr(c, name).clone())
+        self.register_buffer("active", active.clone())
+        self.register_buffer("joints", torch.arange(J))
+        self.register_buffer("position_offsets", torch.zeros(J, 3, dtype=dtype))
+        self.register_buffer("weights", torch.ones(J, dtype=dtype))
+        self.register_buffer("orientation_joints", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("orientation_offsets", torch.zeros(0, 4, dtype=dtype))
+        self.register_buffer("regularization_weight", torch.zeros(c.num_parameters, dtype=dtype))
+        self.register_buffer("example_input", example_targets.clone())
+
+    def forward(self, targets: torch.Tensor) -> torch.Tensor:
+        batch = targets.shape[0]
+        P = self.parameter_transform.shape[1]
+        init = torch.zeros(batch, P, dtype=targets.dtype, device=targets.device)
+        no_orientations = torch.zeros(batch, 0, 4, dtype=targets.dtype, device=targets.device)
+        solution, iterations, error = torch.ops.momentum.ik_solve(
+            init, self.parents, self.offsets, self.pre_rotations, self.parameter_transform,
+            self.parameter_min, self.parameter_max, self.active,
+            self.joints, self.position_offsets, targets, self.weights.expand(batch, -1),
+            self.orientation_joints, self.orientation_offsets, no_orientations, no_orientations[..., 0],
+            0.0, init, self.regularization_weight, 60, 1e-12, 1e-3,
+        )
+        return solution
+
+
+def assert_fits(character, solution, targets):
+    """The solution's joints reach the targets, by the float64 reference FK."""
+    T = character.parameter_transform.cpu()
+    for theta, target in zip(solution.cpu(), targets.cpu()):
+        jp = (T @ theta).reshape(-1, 7)
+        t, _, _ = forward_kinematics(jp, character.parents, character.offsets.cpu(), character.pre_rotations.cpu())
+        assert float((torch.as_tensor(t) - target).norm(dim=-1).max()) < 1e-6 * character_size(character)
+
+
+def fit_problem(generator, count):
+    character = character_of("RiggedSimple")
+    active = rotations_and_root_translation(character)
+    truth = random_poses(character, active, count, generator)
+    return character, active, joint_positions(character, truth)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_export_dynamic_batch(device, generator):
+    character, active, targets = fit_problem(generator, 5)
+    module = PositionFit(character, active, targets[:2]).to(device)
+    exported = torch.export.export(module, (targets[:2].to(device),),
+                                   dynamic_shapes={"targets": {0: torch.export.Dim("batch")}})
+    solution = exported.module()(targets.to(device))
+    assert solution.shape == (5, character.num_parameters)
+    assert_fits(character, solution, targets)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_torchscript_python_and_cpp(device, generator, tmp_path, cpp_runner):
+    character, active, targets = fit_problem(generator, 3)
+    scripted = torch.jit.script(PositionFit(character, active, targets))
+    path = str(tmp_path / "fit.pt")
+    scripted.save(path)
+    from_python = run_in_fresh_python(path, str(tmp_path / "out.pt"), device)
+    assert_fits(character, from_python, targets)
+    from_cpp = run_in_cpp(cpp_runner, path, str(tmp_path / "out.bin"), from_python.shape, device)
+    assert_fits(character, from_cpp, targets)
 
 
 @pytest.mark.parametrize("device", DEVICES)

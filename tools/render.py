@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--frames", type=int, default=4, help="frames to draw, spread over the animation")
     parser.add_argument("--out", default="character.png")
     parser.add_argument("--no-skeleton", action="store_true")
+    parser.add_argument("--azimuth", type=float, default=-70.0, help="view direction in degrees (-90: from the front)")
     args = parser.parse_args()
 
     if args.gltf:
@@ -35,9 +36,11 @@ def main():
     else:
         character = humanoid_character(24, rings=6, segments=10)
         motion = random_motion(60, character.num_joints, amplitude=0.25)
-    picks = torch.linspace(0, motion.shape[0] - 1, min(args.frames, motion.shape[0])).round().long()
+    # Evenly spread, first frame included, last left out: a looping clip ends where it starts.
+    count = min(args.frames, motion.shape[0])
+    picks = torch.arange(count) * motion.shape[0] // count
     path = render_character(args.out, character, motion[picks], titles=[f"frame {int(i)}" for i in picks],
-                            skeleton=not args.no_skeleton)
+                            skeleton=not args.no_skeleton, azimuth=args.azimuth)
     print(f"wrote {path}")
 
 
