@@ -38,8 +38,6 @@ def _index(t, name, device="cpu"):
     return t
 
 
-
-
 def solve_ik(
     character,
     model_parameters_init: torch.Tensor,
