@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from . import skel_state
+from . import _checks, skel_state
 
 JOINT_PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "sc")
 
@@ -65,6 +65,12 @@ class Character(torch.nn.Module):
         skin_weights: Optional[torch.Tensor] = None,
     ):
         super().__init__()
+        if offsets is None or pre_rotations is None or parents is None:
+            missing = [n for n, v in (("parents", parents), ("offsets", offsets), ("pre_rotations", pre_rotations))
+                       if v is None]
+            raise ValueError(f"Character: {', '.join(missing)} must be given (got None)")
+        joint_names = list(joint_names)
+        _check(all(isinstance(n, str) for n in joint_names), "Character: joint_names must be strings")
         offsets = torch.as_tensor(offsets)
         dtype = offsets.dtype if offsets.is_floating_point() else torch.get_default_dtype()
         device = offsets.device
@@ -78,7 +84,7 @@ class Character(torch.nn.Module):
             _check(bool(torch.isfinite(x).all()), f"Character: {name} has NaN or infinite values")
             return x
 
-        parents = torch.as_tensor(parents).to("cpu", torch.int64)
+        parents = _checks.index_tensor(parents, "parents", "Character").to("cpu", torch.int64)
         _check(tuple(parents.shape) == (J,), f"Character: parents must have shape [{J}] (one per joint name), got {list(parents.shape)}")
         for j, p in enumerate(parents.tolist()):
             _check(-1 <= p < j, f"Character: parents[{j}] = {p}; a parent must be -1 or an earlier joint (parents first)")
@@ -118,13 +124,13 @@ class Character(torch.nn.Module):
         rest_vertices = floating(rest_vertices, "rest_vertices", (torch.as_tensor(rest_vertices).shape[0], 3))
         V = rest_vertices.shape[0]
         faces = torch.zeros(0, 3, dtype=torch.int64) if faces is None else faces
-        faces = torch.as_tensor(faces, device=device).to(torch.int64)
+        faces = _checks.index_tensor(faces, "faces", "Character", device=device).to(torch.int64)
         _check(faces.dim() == 2 and faces.shape[1] == 3, f"Character: faces must have shape [F, 3], got {list(faces.shape)}")
         _check(bool(((faces >= 0) & (faces < V)).all()), f"Character: faces must index the {V} vertices")
         if skin_indices is None:
             skin_indices = torch.zeros(V, 1, dtype=torch.int64)
             skin_weights = torch.zeros(V, 1, dtype=dtype) if skin_weights is None else skin_weights
-        skin_indices = torch.as_tensor(skin_indices, device=device).to(torch.int64)
+        skin_indices = _checks.index_tensor(skin_indices, "skin_indices", "Character", device=device).to(torch.int64)
         _check(
             skin_indices.dim() == 2 and skin_indices.shape[0] == V,
             f"Character: skin_indices must have shape [{V}, K], got {list(skin_indices.shape)}",
@@ -167,10 +173,14 @@ class Character(torch.nn.Module):
 
     def model_parameters_to_joint_parameters(self, model_parameters: torch.Tensor) -> torch.Tensor:
         """``[..., P]`` -> flat joint parameters ``[..., J*7]``."""
+        if model_parameters is None:
+            raise ValueError("Character: model_parameters must be a tensor, got None")
         return torch.matmul(model_parameters, self.parameter_transform.t())
 
     def joint_parameters_to_skeleton_state(self, joint_parameters: torch.Tensor) -> torch.Tensor:
         """``[..., J, 7]`` or ``[..., J*7]`` -> skeleton state ``[..., J, 8]``."""
+        if joint_parameters is None:
+            raise ValueError("Character: joint_parameters must be a tensor, got None")
         joints = self.parents.shape[0]
         if not (joint_parameters.dim() >= 2 and joint_parameters.shape[-1] == 7 and joint_parameters.shape[-2] == joints):
             shape = list(joint_parameters.shape[:-1]) + [joints, 7]
@@ -182,6 +192,8 @@ class Character(torch.nn.Module):
     def skin(self, skeleton_state: torch.Tensor, rest_points: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Posed vertices ``[..., V, 3]`` from a skeleton state ``[..., J, 8]``;
         ``rest_points`` overrides the rest vertices (``[V, 3]`` or ``[..., V, 3]``)."""
+        if skeleton_state is None:
+            raise ValueError("Character.skin: skeleton_state must be a tensor, got None")
         points = self.rest_vertices if rest_points is None else rest_points
         return torch.ops.momentum.skin_points(
             skeleton_state, self.inverse_bind_pose, points, self.skin_indices, self.skin_weights

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+from . import _torch_kinematics as _reference
+
 _ops = torch.ops.momentum
+_FK = "joint_parameters_to_skeleton_state"
 
 
 def _as_joint_parameters(joint_parameters: torch.Tensor, joints: int) -> torch.Tensor:
@@ -48,15 +52,19 @@ def joint_parameters_to_skeleton_state(
             joint (``parents[j] < j``). Keep it on the CPU: on a GPU it is
             copied to the host for validation, which synchronises.
         offsets: ``[J, 3]``, each joint's translation in its parent's frame.
-        pre_rotations: ``[J, 4]``, each joint's fixed rotation, xyzw, unit.
+        pre_rotations: ``[J, 4]``, each joint's fixed rotation, xyzw; normalised
+            where it is used (docs/conventions.md).
 
     Returns:
         Skeleton state ``[..., J, 8]``: ``(tx, ty, tz, qx, qy, qz, qw, s)``.
 
-    Differentiable with respect to ``joint_parameters`` and ``offsets``;
-    ``pre_rotations`` gets no gradient (it is a fixed part of the skeleton).
+    Differentiable with respect to ``joint_parameters`` and ``offsets``
+    (reverse mode by the backward kernel; forward mode and the double
+    backward through a pure-PyTorch form); ``pre_rotations`` gets no gradient
+    (it is a fixed part of the skeleton).
     """
-    jp = _as_joint_parameters(joint_parameters, parents.shape[0])
+    parents = _checks.index_tensor(parents, "parents", _FK)
+    jp = _as_joint_parameters(_checks.tensor(joint_parameters, "joint_parameters", _FK), parents.shape[0])
     return _ops.joint_parameters_to_skeleton_state(jp, parents, offsets, pre_rotations)
 
 
@@ -74,6 +82,9 @@ def model_parameters_to_joint_parameters(
         Joint parameters ``[..., J*7]`` (flat, as Momentum returns them;
         ``joint_parameters_to_skeleton_state`` takes this layout as is).
     """
+    where = "model_parameters_to_joint_parameters"
+    _checks.tensor(model_parameters, "model_parameters", where)
+    _checks.tensor(parameter_transform, "parameter_transform", where)
     if parameter_transform.dim() != 2 or parameter_transform.shape[0] % 7 != 0:
         raise ValueError(
             f"parameter_transform must have shape [J*7, P], got {list(parameter_transform.shape)}"
@@ -111,12 +122,17 @@ def _check_fake(joint_parameters):
 @torch.library.register_fake("momentum::joint_parameters_to_skeleton_state")
 def _fk_fake(joint_parameters, parents, offsets, pre_rotations):
     _check_fake(joint_parameters)
+    _checks.same_device(_FK, "joint_parameters", joint_parameters,
+                        {"offsets": offsets, "pre_rotations": pre_rotations}, {"parents": parents})
     return joint_parameters.new_empty((*joint_parameters.shape[:-1], 8))
 
 
 @torch.library.register_fake("momentum::joint_parameters_to_skeleton_state_backward")
 def _fk_backward_fake(grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state):
     _check_fake(joint_parameters)
+    _checks.same_device(_FK + "_backward", "joint_parameters", joint_parameters,
+                        {"grad_skeleton_state": grad_skeleton_state, "offsets": offsets,
+                         "pre_rotations": pre_rotations, "skeleton_state": skeleton_state}, {"parents": parents})
     return joint_parameters.new_empty(joint_parameters.shape), offsets.new_empty(offsets.shape)
 
 
@@ -139,6 +155,32 @@ def _fk_backward(ctx, grad_skeleton_state):
     )
 
 
-torch.library.register_autograd(
-    "momentum::joint_parameters_to_skeleton_state", _fk_backward, setup_context=_fk_setup_context
-)
+def _fk_forward_ad(joint_parameters, parents, offsets, pre_rotations):
+    return _reference.joint_parameters_to_skeleton_state(joint_parameters, parents, offsets, pre_rotations)
+
+
+_checks.register_autograd(_FK, _fk_backward, _fk_setup_context, forward_ad=_fk_forward_ad)
+
+
+# The backward op's own derivative (FK's second derivatives), for gradient
+# penalties: the vector-Jacobian product of the pure-PyTorch FK, differentiated.
+def _fk_backward_setup_context(ctx, inputs, output):
+    grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state = inputs
+    ctx.save_for_backward(grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state)
+
+
+def _fk_double_backward(ctx, grad_grad_joint_parameters, grad_grad_offsets):
+    grad_state, jp, parents, offsets, pre, state = ctx.saved_tensors
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_() for x in (grad_state, jp, offsets)]
+        outputs = _reference.fk_backward(leaves[0], leaves[1], parents, leaves[2], pre, state)
+        cotangents = [g if g is not None else torch.zeros_like(o) for g, o in
+                      zip((grad_grad_joint_parameters, grad_grad_offsets), outputs)]
+        grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True)
+    needs = ctx.needs_input_grad
+    return (grads[0] if needs[0] else None, grads[1] if needs[1] else None, None,
+            grads[2] if needs[3] else None, None, None)
+
+
+_checks.register_autograd(_FK + "_backward", _fk_double_backward, _fk_backward_setup_context,
+                          forward_ad=_reference.fk_backward)

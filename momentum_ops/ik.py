@@ -6,7 +6,7 @@ implicit-function backward, and the residual/Jacobian building block.
     E = sum_c w_c |p_c - target_c|^2 + sum_o w_o |R_o - R_target_o|_F^2
       + limit_weight * sum_p limit_p^2 + sum_p w_reg_p (theta_p - ref_p)^2
 
-(CONVENTIONS.md, Inverse kinematics). All iterations run inside one op call;
+(docs/conventions.md, Inverse kinematics). All iterations run inside one op call;
 on a GPU there is no host synchronisation per iteration. The solution is
 differentiable with respect to the targets, the constraint weights and the
 regularisation reference, by the implicit function theorem with the
@@ -22,7 +22,11 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from . import _checks
+
 _ops = torch.ops.momentum
+# The largest max_iterations the op takes (it counts in int32).
+MAX_ITERATIONS = 2 ** 31 - 1
 
 
 class IKResult(NamedTuple):
@@ -31,11 +35,27 @@ class IKResult(NamedTuple):
     error: torch.Tensor  # [...] final energy E; NaN where the inputs gave a non-finite energy
 
 
-def _index(t, name, device="cpu"):
-    t = torch.as_tensor(t, device=device)
-    if t.dtype not in (torch.int32, torch.int64) or t.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D int32/int64 tensor of joint indices, got {t.dtype} {list(t.shape)}")
+def _index(t, name, where, device="cpu"):
+    t = _checks.index_tensor(t, name, where, device=device)
+    if t.dim() != 1:
+        raise ValueError(f"{where}: {name} must be a 1-D tensor of joint indices, got shape {list(t.shape)}")
     return t
+
+
+def _floating(value, name, where, dtype, device):
+    """A floating argument in the call's dtype and device; None and
+    non-numeric values are refused with the argument's name."""
+    if value is None:
+        raise ValueError(f"{where}: {name} must be a tensor, got None")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{where}: {name} must be a tensor of numbers: {error}") from None
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{where}: {name} must hold real numbers, got {t.dtype}")
+    if isinstance(value, torch.Tensor) and value.device != torch.device(device) and value.device.type != "cpu":
+        raise ValueError(f"{where}: {name} is on {value.device} but the call is on {device}")
+    return t.to(dtype=dtype, device=device)
 
 
 def solve_ik(
@@ -82,66 +102,77 @@ def solve_ik(
     Returns:
         IKResult(model_parameters, iterations, error).
     """
-    init = torch.as_tensor(model_parameters_init)
+    where = "solve_ik"
     transform = character.parameter_transform
     P = transform.shape[1]
+    init = _checks.tensor(model_parameters_init, "model_parameters_init", where)
     if init.dim() < 1 or init.shape[-1] != P:
-        raise ValueError(f"model_parameters_init must have shape [..., P] with P = {P}, got {list(init.shape)}")
+        raise ValueError(f"{where}: model_parameters_init must have shape [..., P] with P = {P} (the character's "
+                         f"parameters), got {list(init.shape)}")
     if init.dtype != transform.dtype or init.device != transform.device:
         raise ValueError(
-            f"model_parameters_init is {init.dtype} on {init.device} but the character is "
+            f"{where}: model_parameters_init is {init.dtype} on {init.device} but the character is "
             f"{transform.dtype} on {transform.device}"
         )
     dtype, device = init.dtype, init.device
+    max_iterations = _checks.integer_option(max_iterations, "max_iterations", where, 0, MAX_ITERATIONS)
+    limit_weight = _checks.finite_option(limit_weight, "limit_weight", where)
+    damping = _checks.finite_option(damping, "damping", where, strict=True)
+    if tolerance is None:
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-6
+    tolerance = _checks.finite_option(tolerance, "tolerance", where)
 
     def constraints(joints, offsets, targets, weights, width, kind):
         if joints is None:
             if targets is not None:
-                raise ValueError(f"{kind}_targets given without {kind}_joints")
+                raise ValueError(f"{where}: {kind}_targets given without {kind}_joints")
             joints = torch.zeros(0, dtype=torch.int64)
-        joints = _index(joints, f"{kind}_joints", character.parents.device)
+        joints = _index(joints, f"{kind}_joints", where, character.parents.device)
         count = joints.shape[0]
         if offsets is None:
             offsets = torch.zeros(count, width, dtype=dtype, device=device)
             if width == 4:
                 offsets[:, 3] = 1
-        offsets = torch.as_tensor(offsets, dtype=dtype, device=device)
+        offsets = _floating(offsets, f"{kind}_offsets", where, dtype, device)
         if offsets.shape != (count, width):
-            raise ValueError(f"{kind}_offsets must have shape [{count}, {width}], got {list(offsets.shape)}")
+            raise ValueError(f"{where}: {kind}_offsets must have shape [{count}, {width}] (one per {kind} joint), "
+                             f"got {list(offsets.shape)}")
         if targets is None:
             if count:
-                raise ValueError(f"{kind}_targets are needed for the {count} {kind} constraints")
+                raise ValueError(f"{where}: {kind}_targets are needed for the {count} {kind} constraints")
             targets = torch.zeros(count, width, dtype=dtype, device=device)
-        targets = torch.as_tensor(targets, dtype=dtype, device=device)
+        targets = _floating(targets, f"{kind}_targets", where, dtype, device)
         if targets.dim() < 2 or targets.shape[-2:] != (count, width):
-            raise ValueError(f"{kind}_targets must have shape [..., {count}, {width}], got {list(targets.shape)}")
+            raise ValueError(f"{where}: {kind}_targets must have shape [..., {count}, {width}], "
+                             f"got {list(targets.shape)}")
         if weights is None:
             weights = torch.ones(count, dtype=dtype, device=device)
-        weights = torch.as_tensor(weights, dtype=dtype, device=device)
+        weights = _floating(weights, f"{kind}_weights", where, dtype, device)
         if weights.dim() < 1 or weights.shape[-1] != count:
-            raise ValueError(f"{kind}_weights must have shape [..., {count}] or [{count}], got {list(weights.shape)}")
+            raise ValueError(f"{where}: {kind}_weights must have shape [..., {count}] or [{count}], "
+                             f"got {list(weights.shape)}")
         return joints, offsets, targets, weights
 
     pj, po, pt, pw = constraints(position_joints, position_offsets, position_targets, position_weights, 3, "position")
     oj, oo, ot, ow = constraints(orientation_joints, orientation_offsets, orientation_targets, orientation_weights, 4, "orientation")
     if regularization_target is None:
         regularization_target = init.detach()
-    regularization_target = torch.as_tensor(regularization_target, dtype=dtype, device=device)
+    regularization_target = _floating(regularization_target, "regularization_target", where, dtype, device)
     if regularization_target.dim() < 1 or regularization_target.shape[-1] != P:
-        raise ValueError(f"regularization_target must have shape [..., {P}], got {list(regularization_target.shape)}")
+        raise ValueError(f"{where}: regularization_target must have shape [..., {P}], "
+                         f"got {list(regularization_target.shape)}")
     if regularization_weight is None:
         regularization_weight = torch.zeros(P, dtype=dtype, device=device)
-    regularization_weight = torch.as_tensor(regularization_weight, dtype=dtype, device=device)
+    regularization_weight = _floating(regularization_weight, "regularization_weight", where, dtype, device)
     if regularization_weight.shape != (P,):
-        raise ValueError(f"regularization_weight must have shape [{P}], got {list(regularization_weight.shape)}")
+        raise ValueError(f"{where}: regularization_weight must have shape [{P}], "
+                         f"got {list(regularization_weight.shape)}")
     if active_parameters is None:
         active_parameters = torch.ones(P, dtype=torch.bool)
     active_parameters = torch.as_tensor(active_parameters)
     if active_parameters.dtype != torch.bool or active_parameters.shape != (P,):
-        raise ValueError(f"active_parameters must be a bool tensor of shape [{P}], got "
+        raise ValueError(f"{where}: active_parameters must be a bool tensor of shape [{P}], got "
                          f"{active_parameters.dtype} {list(active_parameters.shape)}")
-    if tolerance is None:
-        tolerance = 1e-12 if dtype == torch.float64 else 1e-6
 
     try:
         batch = torch.broadcast_shapes(
@@ -149,15 +180,15 @@ def solve_ik(
             regularization_target.shape[:-1],
         )
     except RuntimeError as error:
-        raise ValueError(f"the batch dims of the per-problem arguments do not broadcast: {error}") from None
+        raise ValueError(f"{where}: the batch dims of the per-problem arguments do not broadcast: {error}") from None
     C, Co = pj.shape[0], oj.shape[0]
     solution, iterations, error = _ops.ik_solve(
         init.expand(*batch, P), character.parents, character.offsets, character.pre_rotations, transform,
         character.parameter_min, character.parameter_max, active_parameters,
         pj, po, pt.expand(*batch, C, 3), pw.expand(*batch, C),
         oj, oo, ot.expand(*batch, Co, 4), ow.expand(*batch, Co),
-        float(limit_weight), regularization_target.expand(*batch, P), regularization_weight,
-        int(max_iterations), float(tolerance), float(damping),
+        limit_weight, regularization_target.expand(*batch, P), regularization_weight,
+        max_iterations, tolerance, damping,
     )
     return IKResult(solution, iterations, error)
 
@@ -172,16 +203,36 @@ def position_residuals_and_jacobian(
     """Residuals ``p_c - target_c`` ``[..., C, 3]`` and their Jacobian with
     respect to the model parameters ``[..., C*3, P]`` (rows constraint-major),
     from the same kernels the solver uses, to build other solvers on."""
+    where = "position_residuals_and_jacobian"
+    _checks.tensor(model_parameters, "model_parameters", where)
+    _checks.tensor(position_offsets, "position_offsets", where)
+    _checks.tensor(position_targets, "position_targets", where)
     return _ops.position_residuals_and_jacobian(
         model_parameters, character.parents, character.offsets, character.pre_rotations,
-        character.parameter_transform, _index(position_joints, "position_joints", character.parents.device),
+        character.parameter_transform, _index(position_joints, "position_joints", where, character.parents.device),
         position_offsets, position_targets,
     )
 
 
 # ---------------------------------------------------------------- fake kernels
+_IK_FLOATING = ("offsets", "pre_rotations", "parameter_transform", "parameter_min", "parameter_max")
+_IK_INDEX = ("parents", "active_parameters", "position_joints")
+
+
+def _check_fake_ik(op, model_parameters, named):
+    floating = {k: v for k, v in named.items() if k not in _IK_INDEX and not k.endswith("_joints")}
+    index = {k: v for k, v in named.items() if k in _IK_INDEX or k.endswith("_joints")}
+    _checks.same_device(op, "model_parameters", model_parameters, floating, index)
+
+
 @torch.library.register_fake("momentum::ik_solve")
-def _ik_fake(model_parameters, *args):
+def _ik_fake(model_parameters, parents, offsets, pre_rotations, transform, pmin, pmax, active, pj, po, pt, pw,
+             oj, oo, ot, ow, limit_weight, rt, rw, max_iterations, tolerance, damping):
+    _check_fake_ik("ik_solve", model_parameters, dict(
+        parents=parents, offsets=offsets, pre_rotations=pre_rotations, parameter_transform=transform,
+        parameter_min=pmin, parameter_max=pmax, active_parameters=active, position_joints=pj, position_offsets=po,
+        position_targets=pt, position_weights=pw, orientation_joints=oj, orientation_offsets=oo,
+        orientation_targets=ot, orientation_weights=ow, regularization_target=rt, regularization_weight=rw))
     batch = model_parameters.shape[:-1]
     return (
         model_parameters.new_empty(model_parameters.shape),
@@ -193,12 +244,21 @@ def _ik_fake(model_parameters, *args):
 @torch.library.register_fake("momentum::ik_solve_backward")
 def _ik_backward_fake(grad, solution, parents, offsets, pre_rotations, transform, pmin, pmax, active,
                       pj, po, pt, pw, oj, oo, ot, ow, limit_weight, rt, rw):
+    _check_fake_ik("ik_solve_backward", solution, dict(
+        grad_model_parameters=grad, parents=parents, offsets=offsets, pre_rotations=pre_rotations,
+        parameter_transform=transform, parameter_min=pmin, parameter_max=pmax, active_parameters=active,
+        position_joints=pj, position_offsets=po, position_targets=pt, position_weights=pw, orientation_joints=oj,
+        orientation_offsets=oo, orientation_targets=ot, orientation_weights=ow, regularization_target=rt,
+        regularization_weight=rw))
     return (pt.new_empty(pt.shape), pw.new_empty(pw.shape), ot.new_empty(ot.shape), ow.new_empty(ow.shape),
             rt.new_empty(rt.shape))
 
 
 @torch.library.register_fake("momentum::position_residuals_and_jacobian")
 def _residuals_fake(model_parameters, parents, offsets, pre_rotations, transform, joints, position_offsets, targets):
+    _check_fake_ik("position_residuals_and_jacobian", model_parameters, dict(
+        parents=parents, offsets=offsets, pre_rotations=pre_rotations, parameter_transform=transform,
+        position_joints=joints, position_offsets=position_offsets, position_targets=targets))
     batch = model_parameters.shape[:-1]
     C = joints.shape[0]
     return (model_parameters.new_empty((*batch, C, 3)),
@@ -239,4 +299,41 @@ def _ik_backward(ctx, grad_solution, grad_iterations, grad_error):
     return tuple(result)
 
 
-torch.library.register_autograd("momentum::ik_solve", _ik_backward, setup_context=_ik_setup_context)
+_checks.register_autograd("ik_solve", _ik_backward, _ik_setup_context)
+_checks.register_autograd("ik_solve_backward", _checks.unsupported_backward("momentum::ik_solve_backward"),
+                          _checks.no_context)
+
+
+# Residuals: d/dtheta through the Jacobian the op returns, d/dtarget = -1.
+# The Jacobian output itself and the skeleton inputs get no gradient: asking
+# for one raises instead of giving zeros.
+def _residuals_setup_context(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(output[1])
+
+
+_RESIDUAL_INPUTS = ("model_parameters", "parents", "offsets", "pre_rotations", "parameter_transform",
+                    "position_joints", "position_offsets", "position_targets")
+
+
+def _residuals_backward(ctx, grad_residuals, grad_jacobian):
+    (jacobian,) = ctx.saved_tensors
+    if grad_jacobian is not None:
+        raise RuntimeError("position_residuals_and_jacobian: its jacobian output is not differentiable "
+                           "(second derivatives are not implemented); detach it")
+    needs = ctx.needs_input_grad
+    unsupported = [name for i, name in enumerate(_RESIDUAL_INPUTS) if needs[i] and i not in (0, 7)]
+    if unsupported:
+        raise RuntimeError(f"position_residuals_and_jacobian: no gradient with respect to {unsupported}; "
+                           "gradients reach model_parameters and position_targets only")
+    grads = [None] * 8
+    if grad_residuals is not None:
+        flat = grad_residuals.flatten(-2).unsqueeze(-2)  # [..., 1, 3C]
+        if needs[0]:
+            grads[0] = (flat @ jacobian).squeeze(-2)
+        if needs[7]:
+            grads[7] = -grad_residuals
+    return tuple(grads)
+
+
+_checks.register_autograd("position_residuals_and_jacobian", _residuals_backward, _residuals_setup_context)

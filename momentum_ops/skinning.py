@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+from . import _torch_kinematics as _reference
+
 _ops = torch.ops.momentum
 
 
@@ -39,11 +42,22 @@ def skin_points(
         ``[..., V, 3]`` skinned points.
 
     Differentiable with respect to ``skeleton_state``, ``rest_points`` and
-    ``skin_weights``. On a GPU the indices are checked with one small device
+    ``skin_weights`` (reverse mode by the backward kernel; forward mode and
+    the double backward through a pure-PyTorch form). On a GPU the indices are checked with one small device
     reduction and a copy to the host (a synchronisation) except inside a CUDA
     graph capture, where vertices with a bad index come out NaN instead.
     """
+    where = "skin_points"
+    for name, value in (("skeleton_state", skeleton_state), ("inverse_bind_pose", inverse_bind_pose),
+                        ("rest_points", rest_points), ("skin_weights", skin_weights)):
+        _checks.tensor(value, name, where)
+    skin_indices = _checks.index_tensor(skin_indices, "skin_indices", where)
     return _ops.skin_points(skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights)
+
+
+def _check_fake_devices(op, skeleton_state, others, skin_indices):
+    _checks.same_device(op, "skeleton_state", skeleton_state, others, {})
+    _checks.same_device(op, "skeleton_state", skeleton_state, {"skin_indices": skin_indices})
 
 
 @torch.library.register_fake("momentum::skin_points")
@@ -51,11 +65,17 @@ def _skin_fake(skeleton_state, inverse_bind_pose, rest_points, skin_indices, ski
     # Shape checks happen in the kernels: a check here would add guards (see fk.py).
     torch._check(skeleton_state.dim() >= 2, lambda: "skeleton_state must have shape [..., J, 8]")
     torch._check(rest_points.dim() >= 2, lambda: "rest_points must have shape [V, 3] or [..., V, 3]")
+    _check_fake_devices("skin_points", skeleton_state, {"inverse_bind_pose": inverse_bind_pose,
+                                                        "rest_points": rest_points, "skin_weights": skin_weights},
+                        skin_indices)
     return skeleton_state.new_empty((*skeleton_state.shape[:-2], rest_points.shape[-2], 3))
 
 
 @torch.library.register_fake("momentum::skin_points_backward")
 def _skin_backward_fake(grad_points, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights):
+    _check_fake_devices("skin_points_backward", skeleton_state,
+                        {"grad_points": grad_points, "inverse_bind_pose": inverse_bind_pose,
+                         "rest_points": rest_points, "skin_weights": skin_weights}, skin_indices)
     return (
         skeleton_state.new_empty(skeleton_state.shape),
         rest_points.new_empty(rest_points.shape),
@@ -82,4 +102,23 @@ def _skin_backward(ctx, grad_points):
     )
 
 
-torch.library.register_autograd("momentum::skin_points", _skin_backward, setup_context=_skin_setup_context)
+_checks.register_autograd("skin_points", _skin_backward, _skin_setup_context, forward_ad=_reference.skin_points)
+
+
+# The backward op's own derivative (second derivatives of skinning), through
+# the pure-PyTorch skinning.
+def _skin_double_backward(ctx, grad_grad_state, grad_grad_rest, grad_grad_weights):
+    grad_points, state, ibp, rest, indices, weights = ctx.saved_tensors
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_() for x in (grad_points, state, rest, weights)]
+        outputs = _reference.skin_backward(leaves[0], leaves[1], ibp, leaves[2], indices, leaves[3])
+        cotangents = [g if g is not None else torch.zeros_like(o) for g, o in
+                      zip((grad_grad_state, grad_grad_rest, grad_grad_weights), outputs)]
+        grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True)
+    needs = ctx.needs_input_grad
+    return (grads[0] if needs[0] else None, grads[1] if needs[1] else None, None,
+            grads[2] if needs[3] else None, None, grads[3] if needs[5] else None)
+
+
+_checks.register_autograd("skin_points_backward", _skin_double_backward, _skin_setup_context,
+                          forward_ad=_reference.skin_backward)

@@ -1,4 +1,4 @@
-"""Independent float64 references, written from CONVENTIONS.md with rotation
+"""Independent float64 references, written from docs/conventions.md with rotation
 matrices (the library uses quaternions), as plain loops over joints."""
 
 from __future__ import annotations

@@ -278,13 +278,14 @@ def test_bad_input_is_named(generator):
         (dict(model_parameters_init=init.float()), ValueError, "model_parameters_init is torch.float32"),
         (dict(position_targets=targets[..., :2]), ValueError, "position_targets must have shape"),
         (dict(position_weights=torch.ones(3, dtype=torch.float64)), ValueError, "position_weights must have shape"),
-        (dict(position_joints=torch.tensor([0.0, 1.0])), ValueError, "position_joints must be a 1-D int"),
+        (dict(position_joints=torch.tensor([0.0, 1.0])), ValueError, r"position_joints must hold integers \(int32 or int64\), got torch.float32"),
+        (dict(position_joints=torch.tensor([[0, 1]])), ValueError, "position_joints must be a 1-D tensor"),
         (dict(position_joints=torch.tensor([0, 1, 2, 9]), position_targets=targets), RuntimeError, r"position_joints\[3\] = 9 is out of range"),
         (dict(active_parameters=torch.ones(P)), ValueError, "active_parameters must be a bool tensor"),
         (dict(regularization_weight=torch.ones(3, dtype=torch.float64)), ValueError, "regularization_weight must have shape"),
         (dict(position_targets=torch.zeros(3, J, 3, dtype=torch.float64)), ValueError, "do not broadcast"),
-        (dict(damping=0.0), RuntimeError, "damping must be > 0"),
-        (dict(max_iterations=-1), RuntimeError, "max_iterations must be >= 0"),
+        (dict(damping=0.0), ValueError, "damping must be a finite number > 0"),
+        (dict(max_iterations=-1), ValueError, r"max_iterations must be in \[0, 2147483647\], got -1"),
         (dict(orientation_joints=torch.tensor([1])), ValueError, "orientation_targets are needed"),
     ]
     for change, error, match in cases:

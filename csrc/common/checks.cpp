@@ -4,6 +4,8 @@
 
 #include <torch/csrc/stable/device.h>
 
+#include <cmath>
+
 namespace momentum_ops {
 
 using torch::headeronly::DeviceType;
@@ -46,15 +48,30 @@ std::string dtype_string(ScalarType t) {
 }
 
 std::string device_string(const Tensor& t) {
-  if (t.is_cpu()) {
+  const DeviceType type = t.device().type();
+  if (type == DeviceType::CPU) {
     return "cpu";
   }
+  if (type == DeviceType::Meta) {
+    return "meta";
+  }
   std::ostringstream out;
-  out << (t.is_cuda() ? "cuda" : "device") << ":" << int(t.get_device_index());
+  out << (type == DeviceType::CUDA ? "cuda" : "device") << ":" << int(t.get_device_index());
   return out.str();
 }
 
+void check_defined(const char* op, const char* name, const Tensor& t) {
+  MOMENTUM_CHECK(t.defined(), op, ": ", name, " is None; a tensor is required");
+}
+
+void check_option(const char* op, const char* name, double value, double minimum, bool strict) {
+  MOMENTUM_CHECK(
+      std::isfinite(value) && (strict ? value > minimum : value >= minimum), op, ": ", name,
+      " must be a finite number ", (strict ? "> " : ">= "), minimum, ", got ", value);
+}
+
 void check_floating(const char* op, const char* name, const Tensor& t) {
+  check_defined(op, name, t);
   const ScalarType dtype = t.scalar_type();
   MOMENTUM_CHECK(
       dtype == ScalarType::Float || dtype == ScalarType::Double,
@@ -67,7 +84,8 @@ void check_same_device(
     const Tensor& t,
     const char* ref_name,
     const Tensor& ref) {
-  const bool same = t.is_cpu() == ref.is_cpu() && t.is_cuda() == ref.is_cuda() &&
+  check_defined(op, name, t);
+  const bool same = t.device().type() == ref.device().type() &&
       (t.is_cpu() || t.get_device_index() == ref.get_device_index());
   MOMENTUM_CHECK(
       same, op, ": ", name, " is on ", device_string(t), " but ", ref_name,
@@ -80,6 +98,7 @@ void check_like(
     const Tensor& t,
     const char* ref_name,
     const Tensor& ref) {
+  check_defined(op, name, t);
   MOMENTUM_CHECK(
       t.scalar_type() == ref.scalar_type(), op, ": ", name, " is ",
       dtype_string(t.scalar_type()), " but ", ref_name, " is ",
@@ -94,6 +113,7 @@ void check_shape(
     const Tensor& t,
     const std::vector<int64_t>& expected,
     const char* expected_text) {
+  check_defined(op, name, t);
   bool ok = t.dim() == int64_t(expected.size());
   for (size_t d = 0; ok && d < expected.size(); ++d) {
     ok = expected[d] < 0 || t.size(int64_t(d)) == expected[d];
@@ -109,6 +129,7 @@ int64_t check_batched_shape(
     const Tensor& t,
     const std::vector<int64_t>& trailing,
     const char* expected_text) {
+  check_defined(op, name, t);
   const int64_t n = int64_t(trailing.size());
   bool ok = t.dim() >= n;
   for (int64_t d = 0; ok && d < n; ++d) {
@@ -141,10 +162,14 @@ std::vector<int64_t> integer_values(
     const char* op,
     const char* name,
     const Tensor& t) {
+  check_defined(op, name, t);
   const ScalarType dtype = t.scalar_type();
   MOMENTUM_CHECK(
       dtype == ScalarType::Long || dtype == ScalarType::Int, op, ": ", name,
       " must be int32 or int64, got ", dtype_string(dtype));
+  MOMENTUM_CHECK(
+      t.is_cpu() || t.is_cuda(), op, ": ", name, " is on ", device_string(t),
+      "; index tensors must hold data (cpu or cuda)");
   Tensor host = t.is_cpu()
       ? as_contiguous(t)
       : as_contiguous(torch::stable::to(t, torch::stable::Device(DeviceType::CPU)));

@@ -31,6 +31,11 @@ template <typename... Args>
   } while (0)
 
 std::string shape_string(const Tensor& t);
+// An argument passed as None arrives as an undefined tensor; every check
+// below starts here, so None gets "<name> is None" instead of a dtype error.
+void check_defined(const char* op, const char* name, const Tensor& t);
+// A finite scalar option >= minimum (> minimum when `strict`).
+void check_option(const char* op, const char* name, double value, double minimum, bool strict);
 std::string dtype_string(ScalarType t);
 std::string device_string(const Tensor& t);
 

@@ -1,5 +1,5 @@
 // Kinematics math shared by the CPU and CUDA kernels. Every formula of
-// CONVENTIONS.md lives here once; kernels only move data around it.
+// docs/conventions.md lives here once; kernels only move data around it.
 //
 // Layouts (per joint): joint parameters (tx, ty, tz, rx, ry, rz, log2 s),
 // skeleton state (tx, ty, tz, qx, qy, qz, qw, s), quaternions xyzw.
@@ -95,6 +95,31 @@ MOMENTUM_HD Vec3<T> quat_rotate(Quat<T> q, Vec3<T> v) {
   const Vec3<T> uv = cross(u, v);
   const Vec3<T> uuv = cross(u, uv);
   return v + T(2) * (q.w * uv + uuv);
+}
+
+// q / |q|. Pre-rotations are normalised where they are used, in the forward
+// and in the backward alike, so that both passes see the same rotation (the
+// backward's peeling of rotations assumes unit quaternions). A zero
+// quaternion gives NaN.
+MOMENTUM_HD float sqrt_(float x) {
+#if defined(__CUDA_ARCH__)
+  return sqrtf(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+MOMENTUM_HD double sqrt_(double x) {
+#if defined(__CUDA_ARCH__)
+  return ::sqrt(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+
+template <typename T>
+MOMENTUM_HD Quat<T> quat_normalize(Quat<T> q) {
+  const T inverse = T(1) / sqrt_(q.x * q.x + q.y * q.y + q.z * q.z + q.w * q.w);
+  return {q.x * inverse, q.y * inverse, q.z * inverse, q.w * inverse};
 }
 
 // R(q)^T v.
@@ -246,7 +271,7 @@ MOMENTUM_HD Transform<T> local_transform(
   const T* p = joint_parameters;
   const EulerQuats<T> e = euler_quats(p[3], p[4], p[5]);
   const Quat<T> q = quat_multiply_x(
-      quat_multiply_y(quat_multiply_z(pre_rotation, e.z), e.y), e.x);
+      quat_multiply_y(quat_multiply_z(quat_normalize(pre_rotation), e.z), e.y), e.x);
   return {offset + Vec3<T>{p[0], p[1], p[2]}, q, exp2_(p[6])};
 }
 
@@ -328,7 +353,7 @@ MOMENTUM_HD JointMotions<T> joint_motions(
   const Quat<T> q_before_x = quat_multiply_x(state.q, quat_conjugate(e.x));
   const Quat<T> q_before_y = quat_multiply_y(q_before_x, quat_conjugate(e.y));
   const Quat<T> q_before_z = quat_multiply_z(q_before_y, quat_conjugate(e.z));
-  const Quat<T> q_parent = quat_multiply(q_before_z, quat_conjugate(pre_rotation));
+  const Quat<T> q_parent = quat_multiply(q_before_z, quat_conjugate(quat_normalize(pre_rotation)));
   const T s_parent = state.s / exp2_(p[6]);
   JointMotions<T> m;
   // Each Euler angle turns about its elementary axis carried by the rotations before it.

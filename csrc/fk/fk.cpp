@@ -24,6 +24,7 @@ void check_skeleton(
   args.batch = check_batched_shape(
       op, "joint_parameters", joint_parameters, {-1, 7}, "[..., J, 7]");
   args.batch_shape = batch_sizes(joint_parameters, 2);
+  check_defined(op, "parents", parents);
   MOMENTUM_CHECK(
       parents.dim() == 1 && parents.size(0) == args.joints, op,
       ": parents must have shape [J] with J = ", args.joints,

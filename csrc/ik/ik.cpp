@@ -20,6 +20,7 @@ void check_problem_tensor(const char* op, const char* name, Tensor& t, const Ten
 }
 
 std::vector<int64_t> joint_list(const char* op, const char* name, const Tensor& t, int64_t joints) {
+  check_defined(op, name, t);
   MOMENTUM_CHECK(t.dim() == 1, op, ": ", name, " must have shape [C], got ", shape_string(t));
   std::vector<int64_t> values = integer_values(op, name, t);
   for (size_t i = 0; i < values.size(); ++i) {
@@ -29,28 +30,50 @@ std::vector<int64_t> joint_list(const char* op, const char* name, const Tensor& 
   return values;
 }
 
-// Fills the skeleton and index parts of `args` shared by every IK op.
-void build_model(const char* op, IkArgs& args, const Tensor& like, const Tensor& parents, const Tensor& offsets,
-                 const Tensor& pre_rotations, const Tensor& parameter_transform,
-                 const std::vector<int64_t>& active, const std::vector<int64_t>& position_joints,
-                 const std::vector<int64_t>& orientation_joints) {
-  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : -1;
+// Checks the skeleton and the parameter transform (dtype and device like
+// `like`, the model parameters) before anything else, so that every later
+// size check compares against sizes already known to be right. Sets J and P.
+std::vector<int32_t> check_model(const char* op, IkArgs& args, const Tensor& like, const Tensor& parents,
+                                 const Tensor& offsets, const Tensor& pre_rotations,
+                                 const Tensor& parameter_transform) {
   check_like(op, "offsets", offsets, "model_parameters", like);
-  MOMENTUM_CHECK(J >= 0, op, ": offsets must have shape [J, 3], got ", shape_string(offsets));
+  MOMENTUM_CHECK(offsets.dim() == 2, op, ": offsets must have shape [J, 3], got ", shape_string(offsets));
+  const int64_t J = offsets.size(0);
   check_shape(op, "offsets", offsets, {J, 3}, "[J, 3]");
   check_like(op, "pre_rotations", pre_rotations, "model_parameters", like);
-  check_shape(op, "pre_rotations", pre_rotations, {J, 4}, "[J, 4] (xyzw)");
+  check_shape(op, "pre_rotations", pre_rotations, {J, 4}, "[J, 4] (xyzw) with J from offsets");
   check_like(op, "parameter_transform", parameter_transform, "model_parameters", like);
-  check_shape(op, "parameter_transform", parameter_transform, {7 * J, args.params}, "[J*7, P]");
+  MOMENTUM_CHECK(parameter_transform.dim() == 2, op, ": parameter_transform must have shape [J*7, P], got ",
+                 shape_string(parameter_transform));
+  check_shape(op, "parameter_transform", parameter_transform, {7 * J, -1}, "[J*7, P] with J from offsets");
+  check_defined(op, "parents", parents);
   MOMENTUM_CHECK(parents.is_cpu() || parents.is_cuda() == like.is_cuda(), op, ": parents is on ",
                  device_string(parents), "; it must be on the CPU or on the device of model_parameters");
-  const std::vector<int32_t> codes = skeleton_topology(op, parents, J);
+  std::vector<int32_t> codes = skeleton_topology(op, parents, J);
   args.joints = int(J);
+  args.params = int(parameter_transform.size(1));
   args.offsets = as_contiguous(offsets);
   args.pre_rotations = as_contiguous(pre_rotations);
   args.transform = as_contiguous(parameter_transform);
+  args.dtype = like.scalar_type();
+  return codes;
+}
 
-  // Forward kinematics visits the constrained joints and their ancestors, by depth.
+// model_parameters: [..., P] with P from the parameter transform.
+void check_model_parameters(const char* op, IkArgs& args, Tensor& theta, const char* name) {
+  const std::string text = "[..., P] with P = " + std::to_string(args.params) + " (the columns of parameter_transform)";
+  MOMENTUM_CHECK(theta.dim() >= 1, op, ": ", name, " must have shape ", text, ", got ", shape_string(theta));
+  args.batch = check_batched_shape(op, name, theta, {args.params}, text.c_str());
+  args.batch_shape = batch_sizes(theta, 1);
+  theta = as_contiguous(theta);
+}
+
+// The index arrays of the solver: topology, the joints FK visits (the
+// constrained ones and their ancestors, by depth), the active parameters and
+// the constraint joints.
+void build_index(IkArgs& args, const std::vector<int32_t>& codes, const std::vector<int64_t>& active,
+                 const std::vector<int64_t>& position_joints, const std::vector<int64_t>& orientation_joints) {
+  const int64_t J = args.joints;
   std::vector<int> depth(size_t(J), 0);
   std::vector<char> needed(size_t(J), 0);
   for (int64_t j = 0; j < J; ++j) {
@@ -95,7 +118,18 @@ void build_model(const char* op, IkArgs& args, const Tensor& like, const Tensor&
   args.active_count = int(active.size());
   args.positions = int(position_joints.size());
   args.orientations = int(orientation_joints.size());
-  args.dtype = like.scalar_type();
+}
+
+// The solver's scratch per problem must fit in memory; say how much it asks for.
+void check_scratch(const char* op, const IkArgs& args, int64_t active_count) {
+  const IkScratchLayout layout(args.joints, args.params, int(active_count));
+  const int64_t element = args.dtype == ScalarType::Double ? 8 : 4;
+  const double bytes = double(layout.total) * double(element);
+  MOMENTUM_CHECK(
+      bytes <= double(kIkMaxScratchBytes), op, ": the solver's scratch memory would be ", bytes / double(1 << 20),
+      " MiB per problem (", active_count, " active parameters, ", args.joints, " joints; the normal equations ",
+      "grow with the square of the active parameters), over the limit of ", kIkMaxScratchBytes >> 20,
+      " MiB; solve for fewer active parameters at a time");
 }
 
 }  // namespace
@@ -117,36 +151,36 @@ IkArgs check_ik(
     const Tensor& regularization_weight,
     const IkOptions& options) {
   IkArgs args;
+  check_floating(op, "model_parameters", t.model_parameters);
+  const std::vector<int32_t> codes =
+      check_model(op, args, t.model_parameters, parents, offsets, pre_rotations, parameter_transform);
+  check_model_parameters(op, args, t.model_parameters, "model_parameters");
   const Tensor& theta = t.model_parameters;
-  check_floating(op, "model_parameters", theta);
-  MOMENTUM_CHECK(theta.dim() >= 1, op, ": model_parameters must have shape [..., P], got ", shape_string(theta));
-  args.params = int(theta.size(-1));
-  args.batch_shape = batch_sizes(theta, 1);
-  args.batch = check_batched_shape(op, "model_parameters", theta, {-1}, "[..., P]");
-  t.model_parameters = as_contiguous(theta);
-  const int64_t P = args.params;
-  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : 0;
+  const int64_t P = args.params, J = args.joints;
 
   const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
   const std::vector<int64_t> oj = joint_list(op, "orientation_joints", orientation_joints, J);
   const int64_t C = int64_t(pj.size()), Co = int64_t(oj.size());
+  check_like(op, "position_offsets", position_offsets, "model_parameters", theta);
+  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3] with C from position_joints");
+  check_like(op, "orientation_offsets", orientation_offsets, "model_parameters", theta);
+  check_shape(op, "orientation_offsets", orientation_offsets, {Co, 4}, "[Co, 4] (xyzw) with Co from orientation_joints");
   check_problem_tensor(op, "position_targets", t.position_targets, theta, args.batch_shape, {C, 3}, "[..., C, 3]");
   check_problem_tensor(op, "position_weights", t.position_weights, theta, args.batch_shape, {C}, "[..., C]");
   check_problem_tensor(op, "orientation_targets", t.orientation_targets, theta, args.batch_shape, {Co, 4}, "[..., Co, 4]");
   check_problem_tensor(op, "orientation_weights", t.orientation_weights, theta, args.batch_shape, {Co}, "[..., Co]");
   check_problem_tensor(op, "regularization_target", t.regularization_target, theta, args.batch_shape, {P}, "[..., P]");
-  check_like(op, "position_offsets", position_offsets, "model_parameters", theta);
-  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3]");
-  check_like(op, "orientation_offsets", orientation_offsets, "model_parameters", theta);
-  check_shape(op, "orientation_offsets", orientation_offsets, {Co, 4}, "[Co, 4] (xyzw)");
   for (auto [name, limit] : {std::pair{"parameter_min", &parameter_min}, std::pair{"parameter_max", &parameter_max},
                              std::pair{"regularization_weight", &regularization_weight}}) {
     check_like(op, name, *limit, "model_parameters", theta);
     check_shape(op, name, *limit, {P}, "[P]");
   }
+  check_defined(op, "active_parameters", active_parameters);
   MOMENTUM_CHECK(active_parameters.scalar_type() == ScalarType::Bool, op,
                  ": active_parameters must be a bool tensor, got ", dtype_string(active_parameters.scalar_type()));
   check_shape(op, "active_parameters", active_parameters, {P}, "[P]");
+  MOMENTUM_CHECK(active_parameters.is_cpu() || active_parameters.is_cuda(), op, ": active_parameters is on ",
+                 device_string(active_parameters), "; it must hold data (cpu or cuda)");
   Tensor mask = active_parameters.is_cpu()
       ? as_contiguous(active_parameters)
       : as_contiguous(torch::stable::to(active_parameters, torch::stable::Device(torch::headeronly::DeviceType::CPU)));
@@ -155,12 +189,14 @@ IkArgs check_ik(
   for (int64_t p = 0; p < P; ++p) {
     if (flags[p]) active.push_back(p);
   }
-  MOMENTUM_CHECK(options.max_iterations >= 0, op, ": max_iterations must be >= 0, got ", options.max_iterations);
-  MOMENTUM_CHECK(options.tolerance >= 0, op, ": tolerance must be >= 0, got ", options.tolerance);
-  MOMENTUM_CHECK(options.damping > 0, op, ": damping must be > 0, got ", options.damping);
-  MOMENTUM_CHECK(options.limit_weight >= 0, op, ": limit_weight must be >= 0, got ", options.limit_weight);
+  MOMENTUM_CHECK(options.max_iterations >= 0 && options.max_iterations <= kIkMaxIterations, op,
+                 ": max_iterations must be in [0, ", kIkMaxIterations, "], got ", options.max_iterations);
+  check_option(op, "tolerance", options.tolerance, 0.0, false);
+  check_option(op, "damping", options.damping, 0.0, true);
+  check_option(op, "limit_weight", options.limit_weight, 0.0, false);
+  check_scratch(op, args, int64_t(active.size()));
 
-  build_model(op, args, theta, parents, offsets, pre_rotations, parameter_transform, active, pj, oj);
+  build_index(args, codes, active, pj, oj);
   args.parameter_min = as_contiguous(parameter_min);
   args.parameter_max = as_contiguous(parameter_max);
   args.regularization_weight = as_contiguous(regularization_weight);
@@ -181,22 +217,19 @@ IkArgs check_residuals(
     const Tensor& position_offsets) {
   IkArgs args;
   check_floating(op, "model_parameters", model_parameters);
-  MOMENTUM_CHECK(model_parameters.dim() >= 1, op, ": model_parameters must have shape [..., P], got ",
-                 shape_string(model_parameters));
-  args.params = int(model_parameters.size(-1));
-  args.batch_shape = batch_sizes(model_parameters, 1);
-  args.batch = check_batched_shape(op, "model_parameters", model_parameters, {-1}, "[..., P]");
-  model_parameters = as_contiguous(model_parameters);
-  const int64_t J = offsets.dim() == 2 ? offsets.size(0) : 0;
-  const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
+  const std::vector<int32_t> codes =
+      check_model(op, args, model_parameters, parents, offsets, pre_rotations, parameter_transform);
+  check_model_parameters(op, args, model_parameters, "model_parameters");
+  const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, args.joints);
   const int64_t C = int64_t(pj.size());
+  check_like(op, "position_offsets", position_offsets, "model_parameters", model_parameters);
+  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3] with C from position_joints");
   check_problem_tensor(op, "position_targets", position_targets, model_parameters, args.batch_shape, {C, 3},
                        "[..., C, 3]");
-  check_like(op, "position_offsets", position_offsets, "model_parameters", model_parameters);
-  check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3]");
+  check_scratch(op, args, args.params);
   std::vector<int64_t> all(size_t(args.params));
   for (int64_t p = 0; p < args.params; ++p) all[size_t(p)] = p;
-  build_model(op, args, model_parameters, parents, offsets, pre_rotations, parameter_transform, all, pj, {});
+  build_index(args, codes, all, pj, {});
   args.position_offsets = as_contiguous(position_offsets);
   return args;
 }

@@ -22,7 +22,7 @@ constexpr const char* kBackward = "ik_solve_backward";
 constexpr const char* kResiduals = "position_residuals_and_jacobian";
 constexpr int kIkThreads = 128;
 constexpr int kIkInlineWords = 6144;  // 24 KB of index arrays by value
-constexpr int64_t kMaxScratchBytes = int64_t(1) << 30;
+constexpr int64_t kMaxTotalScratchBytes = int64_t(1) << 30;  // all blocks' scratch together
 
 // The solver's loops, shared by the threads of one block.
 struct BlockExec {
@@ -178,7 +178,7 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   const IkScratchLayout layout(args.joints, args.params, args.active_count);
   const int64_t per_problem = std::max<int64_t>(layout.total, 2);
   int64_t blocks = std::min<int64_t>(args.batch, int64_t(multiprocessor_count(device)) * 8);
-  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxScratchBytes / (per_problem * int64_t(sizeof(T)))));
+  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxTotalScratchBytes / (per_problem * int64_t(sizeof(T)))));
   Tensor scratch = torch::stable::new_empty(like, {blocks * per_problem});
   p.scratch = static_cast<T*>(scratch.mutable_data_ptr());
   p.scratch_stride = per_problem;

@@ -6,7 +6,7 @@
 // barrier. Scalars every thread needs (energy, damping, flags) live in an
 // IkControl the policy places in shared memory.
 //
-// The problem (CONVENTIONS.md, Inverse kinematics): minimise over the active
+// The problem (docs/conventions.md, Inverse kinematics): minimise over the active
 // model parameters theta
 //   E = sum_c w_c |p_c - target_c|^2 + sum_o w_o |R_o - R_target_o|_F^2
 //     + w_limit sum_p limit_p(theta_p)^2 + sum_p w_reg_p (theta_p - ref_p)^2
@@ -33,6 +33,11 @@ constexpr int kIkLineSearch = 8;
 // Nonzero rows of one active column of the parameter transform kept in the
 // column index; a column with more falls back to a dense scan.
 constexpr int kIkColumnRows = 16;
+// The largest iteration count an op accepts (the solver counts in int).
+constexpr int64_t kIkMaxIterations = (int64_t(1) << 31) - 1;
+// Scratch memory one problem may ask for (the packed normal equations, twice,
+// dominate: 4 * Pa^2 bytes in float32).
+constexpr int64_t kIkMaxScratchBytes = int64_t(1) << 30;
 
 // Where each index array starts in the packed int32 index block.
 struct IkIndexOffsets {
@@ -127,7 +132,7 @@ struct IkBatch {
 // Scalars shared by the threads working on one problem.
 template <typename T>
 struct IkControl {
-  T energy, trial_energy, lambda, diag_max;
+  T energy, trial_energy, lambda, diag_max, noise_floor;
   int touched_count, chain_length, failed, done, iterations;
 };
 
@@ -208,11 +213,13 @@ class IkSolver {
     x_.for_each(P, [&](int p) { theta_[p] = pr_.theta_init[p]; });
     x_.sync();
     const T e0 = energy(theta_);
+    const T floor = noise_floor();
     if (x_.leader()) {
       c_->energy = e0;
       c_->lambda = m_.damping;
       c_->iterations = 0;
-      c_->done = !is_finite(e0) || e0 == T(0) || m_.active_count == 0;
+      c_->noise_floor = floor;
+      c_->done = !is_finite(e0) || e0 <= floor || m_.active_count == 0;
     }
     x_.sync();
     for (int it = 0; it < m_.max_iterations && !c_->done; ++it) {
@@ -274,7 +281,7 @@ class IkSolver {
         // of the parameters', so the next step would gain < tolerance.
         const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
         const T step_tolerance = max_(sqrt(m_.tolerance), eps);
-        c_->done = !accepted ||
+        c_->done = !accepted || c_->energy <= c_->noise_floor ||
             (full_step && (previous - c_->energy <= m_.tolerance * previous || relative_step <= step_tolerance));
       }
       x_.sync();
@@ -305,7 +312,8 @@ class IkSolver {
     x_.for_each(packed_size(), [&](int64_t e) { saved_[e] = hessian_[e]; });
     x_.sync();
     T mu = sizeof(T) == 4 ? T(1e-6) : T(1e-10);
-    for (int attempt = 0; attempt < 12; ++attempt) {
+    bool solved = false;
+    for (int attempt = 0; attempt < 12 && !solved; ++attempt) {
       if (attempt > 0) {
         x_.for_each(packed_size(), [&](int64_t e) { hessian_[e] = saved_[e]; });
         x_.sync();
@@ -313,10 +321,14 @@ class IkSolver {
       // The right-hand side goes in `gradient_` with the sign damped_solve expects.
       x_.for_each(m_.active_count, [&](int k) { gradient_[k] = -grad_theta[m_.active[k]]; });
       x_.sync();
-      if (damped_solve(mu)) {
-        break;
-      }
+      solved = damped_solve(mu);
       mu *= T(100);
+    }
+    if (!solved) {
+      // Every damped factorisation failed (a non-finite H): the gradient is
+      // undefined, so it comes out NaN rather than from a stale step.
+      x_.for_each(m_.active_count, [&](int k) { step_[k] = T(NAN); });
+      x_.sync();
     }
     const T* u = step_;  // = (H + mu D)^-1 v on the active parameters
     x_.for_each(P, [&](int p) { grad_regularization_target[p] = T(0); });
@@ -473,6 +485,27 @@ class IkSolver {
       partial += m_.limit_weight * limit * limit + m_.regularization_weight[p] * d * d;
     });
     return x_.sum(partial);
+  }
+
+  // The energy that rounding alone leaves: every residual off by a few ulps
+  // of its size. Below it a "decrease" is noise, so the solve stops there
+  // instead of taking steps that only reshuffle rounding errors.
+  MOMENTUM_HD T noise_floor() {
+    const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
+    T partial = 0;
+    x_.for_each(m_.positions, [&](int c) {
+      const Vec3<T> t = load_vec3(pr_.position_targets + 3 * c);
+      const T size = T(1) + sqrt_(dot(t, t));
+      partial += pr_.position_weights[c] * T(3) * size * size;
+    });
+    x_.for_each(m_.orientations, [&](int o) { partial += pr_.orientation_weights[o] * T(9); });
+    x_.for_each(m_.params, [&](int p) {
+      const T r = pr_.regularization_target[p];
+      const T size = T(1) + (r < T(0) ? -r : r);
+      partial += m_.regularization_weight[p] * size * size;
+    });
+    const T scale = x_.sum(partial);
+    return T(16) * eps * eps * scale;
   }
 
   // max(0, min - v) + max(0, v - max), signed so that its derivative is +1 above and -1 below.

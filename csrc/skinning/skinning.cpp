@@ -38,6 +38,7 @@ SkinArgs check_skin(
     args.batched_points = true;
   }
 
+  check_defined(op, "skin_indices", skin_indices);
   const ScalarType index_type = skin_indices.scalar_type();
   MOMENTUM_CHECK(
       index_type == ScalarType::Int || index_type == ScalarType::Long, op,

@@ -15,7 +15,6 @@ import base64
 import json
 import math
 import os
-import urllib.parse
 import warnings
 from typing import List, Optional, Sequence, Union
 
@@ -24,158 +23,83 @@ import torch
 
 from .. import quaternion
 from ..character import Character
+from ._gltf_document import GltfDocument, GltfError, sample_channel
 
-_COMPONENT_TYPES = {
-    5120: np.int8,
-    5121: np.uint8,
-    5122: np.int16,
-    5123: np.uint16,
-    5125: np.uint32,
-    5126: np.float32,
-}
-_COMPONENT_COUNT = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 # Relative anisotropy of a node's scale that is still float noise.
 SCALE_TOLERANCE = 1e-3
-
-
-class GltfError(ValueError):
-    """A glTF file that momentum_ops cannot represent faithfully."""
+# How far an inverse bind matrix's last row may be from (0, 0, 0, 1).
+AFFINE_TOLERANCE = 1e-5
 
 
 def _gltf_library():
     try:
         import pygltflib
     except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError("momentum_ops.io needs pygltflib: pip install pygltflib") from error
+        raise ImportError("momentum_ops.io.save_gltf needs pygltflib: pip install pygltflib") from error
     return pygltflib
 
 
-# --------------------------------------------------------------------- reading
-class _File:
-    """A parsed glTF with its buffers resolved (GLB chunk, data URIs or files)."""
-
-    def __init__(self, path: str):
-        pygltflib = _gltf_library()
-        self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(self.path)
-        self.gltf = pygltflib.GLTF2().load(self.path)
-        if self.gltf is None:
-            raise GltfError(f"{self.path}: not a glTF 2.0 file")
-        self.base_dir = os.path.dirname(os.path.abspath(self.path))
-        self._buffers = {}
-        self.nodes = self.gltf.nodes or []
-        self.parent_of = {}
-        for index, node in enumerate(self.nodes):
-            for child in node.children or []:
-                self.parent_of[child] = index
-
-    def buffer(self, index: int) -> bytes:
-        if index not in self._buffers:
-            buffer = self.gltf.buffers[index]
-            if buffer.uri is None:
-                data = self.gltf.binary_blob()
-            elif buffer.uri.startswith("data:"):
-                data = base64.b64decode(buffer.uri.split(",", 1)[1])
-            else:
-                with open(os.path.join(self.base_dir, urllib.parse.unquote(buffer.uri)), "rb") as f:
-                    data = f.read()
-            if data is None or len(data) < buffer.byteLength:
-                raise GltfError(f"{self.path}: buffer {index} is shorter than its byteLength")
-            self._buffers[index] = data
-        return self._buffers[index]
-
-    def accessor(self, index: int) -> np.ndarray:
-        """An accessor's elements as an array [count, components] (matrices as
-        [count, 4, 4] row-major); normalized integers become floats."""
-        accessor = self.gltf.accessors[index]
-        dtype = np.dtype(_COMPONENT_TYPES[accessor.componentType]).newbyteorder("<")
-        width = _COMPONENT_COUNT[accessor.type]
-        if accessor.bufferView is None:
-            values = np.zeros((accessor.count, width), dtype=dtype)
-        else:
-            values = self._view_elements(accessor.bufferView, accessor.byteOffset or 0, accessor.count, dtype, width)
-        if accessor.sparse is not None and accessor.sparse.count:
-            sparse = accessor.sparse
-            idx_dtype = np.dtype(_COMPONENT_TYPES[sparse.indices.componentType]).newbyteorder("<")
-            rows = self._view_elements(sparse.indices.bufferView, sparse.indices.byteOffset or 0, sparse.count, idx_dtype, 1)
-            new = self._view_elements(sparse.values.bufferView, sparse.values.byteOffset or 0, sparse.count, dtype, width)
-            values = values.copy()
-            values[rows[:, 0].astype(np.int64)] = new
-        if accessor.normalized:
-            values = _normalized_to_float(values)
-        if accessor.type == "MAT4":
-            values = values.reshape(-1, 4, 4).transpose(0, 2, 1)  # glTF stores columns
-        return values
-
-    def _view_elements(self, view_index, offset, count, dtype, width):
-        view = self.gltf.bufferViews[view_index]
-        data = self.buffer(view.buffer)
-        stride = view.byteStride or dtype.itemsize * width
-        start = (view.byteOffset or 0) + offset
-        return np.ndarray((count, width), dtype=dtype, buffer=data, offset=start, strides=(stride, dtype.itemsize)).copy()
-
-    def node_name(self, index: int) -> str:
-        return self.nodes[index].name or f"node_{index}"
-
-    def rest_trs(self, index: int):
-        """The node's own (T [3], R [4] xyzw, uniform S) in float64."""
-        node = self.nodes[index]
-        if node.matrix is not None and any(v != e for v, e in zip(node.matrix, np.eye(4).flatten())):
-            return _decompose(np.asarray(node.matrix, dtype=np.float64).reshape(4, 4).T, self.node_name(index))
-        t = np.asarray(node.translation if node.translation is not None else [0, 0, 0], dtype=np.float64)
-        r = np.asarray(node.rotation if node.rotation is not None else [0, 0, 0, 1], dtype=np.float64)
-        s = np.asarray(node.scale if node.scale is not None else [1, 1, 1], dtype=np.float64)
-        return t, r / np.linalg.norm(r), _uniform_scale(s, f"node {self.node_name(index)!r}")
-
-
-def _normalized_to_float(values: np.ndarray) -> np.ndarray:
-    kind = values.dtype
-    if kind == np.uint8:
-        return values.astype(np.float64) / 255.0
-    if kind == np.uint16:
-        return values.astype(np.float64) / 65535.0
-    if kind == np.int8:
-        return np.maximum(values.astype(np.float64) / 127.0, -1.0)
-    if kind == np.int16:
-        return np.maximum(values.astype(np.float64) / 32767.0, -1.0)
-    return values.astype(np.float64)
-
-
-def _uniform_scale(scale: np.ndarray, what: str) -> float:
+def _uniform_scale(scale: np.ndarray, what: str, file: Optional[GltfDocument] = None) -> np.ndarray:
+    """The uniform scale of [..., 3] scales; refuses zero, negative and
+    non-uniform ones (beyond float noise)."""
     scale = np.asarray(scale, dtype=np.float64)
-    if (scale <= 0).any():
-        raise GltfError(f"{what} has a zero or negative scale {scale.tolist()}, which a joint cannot represent")
-    if (scale.max() - scale.min()) > SCALE_TOLERANCE * scale.max():
-        raise GltfError(
-            f"{what} has a non-uniform scale {scale.tolist()}; momentum_ops joints carry one uniform scale "
-            f"(anisotropy up to {SCALE_TOLERANCE:g} is accepted as float noise)"
+    fail = file.error if file is not None else GltfError
+    bad = ~(scale > 0).all(axis=-1)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise fail(f"{what}{_at(first)} has a zero, negative or NaN scale {scale[tuple(first)].tolist()}, which a "
+                   "joint cannot represent")
+    spread = scale.max(axis=-1) - scale.min(axis=-1)
+    anisotropic = spread > SCALE_TOLERANCE * scale.max(axis=-1)
+    if anisotropic.any():
+        first = np.argwhere(anisotropic)[0]
+        raise fail(
+            f"{what}{_at(first)} has a non-uniform scale {scale[tuple(first)].tolist()}; momentum_ops joints carry "
+            f"one uniform scale (anisotropy up to {SCALE_TOLERANCE:g} is accepted as float noise)"
         )
-    return float(np.exp(np.log(scale).mean()))
+    return np.exp(np.log(scale).mean(axis=-1))
 
 
-def _decompose(matrix: np.ndarray, name: str):
+def _at(index) -> str:
+    return "" if len(index) == 0 else " at " + ", ".join(f"[{i}]" for i in index)
+
+
+def _decompose(matrix: np.ndarray, what: str, file: GltfDocument):
     """A node matrix into (T, R xyzw, uniform S); shear and reflection are refused."""
     linear = matrix[:3, :3]
     scales = np.linalg.norm(linear, axis=0)
-    s = _uniform_scale(scales, f"node {name!r}")
+    s = float(_uniform_scale(scales, what, file))
     rotation = linear / s
     if np.abs(rotation.T @ rotation - np.eye(3)).max() > SCALE_TOLERANCE or np.linalg.det(rotation) < 0:
-        raise GltfError(f"node {name!r} has a matrix with shear or reflection, which a joint cannot represent")
+        raise file.error(f"{what} has a matrix with shear or reflection, which a joint cannot represent")
     q = quaternion.from_matrix(torch.from_numpy(rotation)).numpy()
     return matrix[:3, 3].copy(), q / np.linalg.norm(q), s
 
 
+def _rest_trs(file: GltfDocument, n: int):
+    """The node's own (T [3], R [4] xyzw, uniform S) in float64."""
+    t, r, s, matrix = file.node_trs(n)
+    if matrix is not None:
+        return _decompose(matrix, f"nodes[{n}] ({file.node_name(n)!r})", file)
+    return t, r, float(_uniform_scale(s, f"nodes[{n}] ({file.node_name(n)!r})", file))
+
+
 # ------------------------------------------------------------------- skeleton
-def _joint_nodes(file: _File) -> List[int]:
+def _joint_nodes(file: GltfDocument) -> List[int]:
     """Every joint of every skin plus their ancestors, parents first: a
-    depth-first walk from the root nodes (in node order), children in order."""
-    skins = file.gltf.skins or []
+    depth-first walk from the root nodes (in node order), children in order.
+    The hierarchy is a checked forest, so every walk ends."""
+    skins = file.items("skins")
     if not skins:
-        raise GltfError(f"{file.path}: no skins; momentum_ops.io.load_gltf reads skinned characters")
+        raise file.error("no skins; momentum_ops.io.load_gltf reads skinned characters")
     needed = set()
-    for skin in skins:
-        for joint in skin.joints:
+    for s, skin in enumerate(skins):
+        joints = file.index_list(skin, "joints", "nodes", f"skins[{s}]")
+        if not joints:
+            raise file.error(f"skins[{s}].joints is empty")
+        if "skeleton" in skin:
+            file.index(skin["skeleton"], "nodes", f"skins[{s}].skeleton")
+        for joint in joints:
             node = joint
             while node is not None and node not in needed:
                 needed.add(node)
@@ -185,29 +109,30 @@ def _joint_nodes(file: _File) -> List[int]:
     while stack:
         node = stack.pop()
         order.append(node)
-        children = [c for c in (file.nodes[node].children or []) if c in needed]
-        stack.extend(reversed(children))
+        stack.extend(reversed([c for c in file.children[node] if c in needed]))
     return order
 
 
-def _skeleton(file: _File):
+def _skeleton(file: GltfDocument):
     nodes = _joint_nodes(file)
     index_of = {node: i for i, node in enumerate(nodes)}
     parents = [index_of.get(file.parent_of.get(node), -1) for node in nodes]
-    trs = [file.rest_trs(node) for node in nodes]
+    trs = [_rest_trs(file, node) for node in nodes]
     return nodes, index_of, parents, trs
 
 
 def _local_matrices(trs) -> np.ndarray:
+    t = np.stack([t for t, _, _ in trs])
+    r = quaternion.to_matrix(torch.from_numpy(np.stack([r for _, r, _ in trs]))).numpy()
+    s = np.asarray([s for _, _, s in trs])
     out = np.zeros((len(trs), 4, 4))
-    for i, (t, r, s) in enumerate(trs):
-        out[i, :3, :3] = s * quaternion.to_matrix(torch.from_numpy(np.asarray(r))).numpy()
-        out[i, :3, 3] = t
-        out[i, 3, 3] = 1
+    out[:, :3, :3] = s[:, None, None] * r
+    out[:, :3, 3] = t
+    out[:, 3, 3] = 1
     return out
 
 
-def _inverse_bind_pose(file: _File, nodes, index_of, parents, trs) -> np.ndarray:
+def _inverse_bind_pose(file: GltfDocument, nodes, index_of, parents, trs) -> np.ndarray:
     """From the skins; joints no skin binds (ancestors) get their rest pose's."""
     local = _local_matrices(trs)
     world = np.zeros_like(local)
@@ -215,19 +140,32 @@ def _inverse_bind_pose(file: _File, nodes, index_of, parents, trs) -> np.ndarray
         world[i] = local[i] if p < 0 else world[p] @ local[i]
     ibp = np.linalg.inv(world)
     bound = {}
-    for skin_index, skin in enumerate(file.gltf.skins):
-        if skin.inverseBindMatrices is None:
-            matrices = np.repeat(np.eye(4)[None], len(skin.joints), axis=0)
+    for skin_index, skin in enumerate(file.items("skins")):
+        joints = skin["joints"]
+        where = f"skins[{skin_index}].inverseBindMatrices"
+        if skin.get("inverseBindMatrices") is None:
+            matrices = np.repeat(np.eye(4)[None], len(joints), axis=0)
         else:
-            matrices = file.accessor(skin.inverseBindMatrices).astype(np.float64)
-        for joint, matrix in zip(skin.joints, matrices):
+            matrices = file.accessor(skin["inverseBindMatrices"], "inverseBindMatrices", where)
+            if len(matrices) < len(joints):
+                raise file.error(f"{where} has {len(matrices)} matrices for {len(joints)} joints")
+            matrices = file.finite(matrices[: len(joints)], where)
+            scale = np.maximum(np.abs(matrices).max(axis=(1, 2)), 1.0)
+            off = np.abs(matrices[:, 3] - [0.0, 0.0, 0.0, 1.0]).max(axis=1) > AFFINE_TOLERANCE * scale
+            if off.any():
+                k = int(np.argmax(off))
+                raise file.error(f"{where}: the matrix of joint {k} is not affine (last row "
+                                 f"{matrices[k, 3].tolist()})")
+            matrices = matrices.copy()
+            matrices[:, 3] = [0.0, 0.0, 0.0, 1.0]
+        for joint, matrix in zip(joints, matrices):
             i = index_of[joint]
             if i in bound:
                 other, previous = bound[i]
                 scale = max(np.abs(previous).max(), 1.0)
                 if np.abs(previous - matrix).max() > 1e-5 * scale:
-                    raise GltfError(
-                        f"{file.path}: joint {file.node_name(joint)!r} is bound by skins {other} and "
+                    raise file.error(
+                        f"joint {file.node_name(joint)!r} is bound by skins {other} and "
                         f"{skin_index} with different inverse bind matrices; one joint has one bind pose"
                     )
                 continue
@@ -237,66 +175,98 @@ def _inverse_bind_pose(file: _File, nodes, index_of, parents, trs) -> np.ndarray
 
 
 # ----------------------------------------------------------------------- mesh
-def _triangles(mode: int, indices: np.ndarray) -> np.ndarray:
+def _triangles(mode: int, indices: np.ndarray, where: str, file: GltfDocument) -> np.ndarray:
+    """Triangles of a primitive, vectorised (strips alternate their winding)."""
+    n = len(indices)
     if mode == 4:
-        return indices[: len(indices) // 3 * 3].reshape(-1, 3)
-    if mode == 5:  # strip: alternate winding
-        tris = [(indices[i], indices[i + 1], indices[i + 2]) if i % 2 == 0 else (indices[i + 1], indices[i], indices[i + 2])
-                for i in range(len(indices) - 2)]
-        return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
-    if mode == 6:  # fan
-        tris = [(indices[0], indices[i], indices[i + 1]) for i in range(1, len(indices) - 1)]
-        return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+        if n % 3:
+            raise file.error(f"{where}: a TRIANGLES primitive has {n} indices, not a multiple of 3")
+        return indices.reshape(-1, 3)
+    if mode in (5, 6) and n < 3:
+        return np.zeros((0, 3), dtype=np.int64)
+    if mode == 5:
+        i = np.arange(n - 2)
+        even = i % 2 == 0
+        a = np.where(even, indices[i], indices[i + 1])
+        b = np.where(even, indices[i + 1], indices[i])
+        return np.stack([a, b, indices[i + 2]], axis=1)
+    if mode == 6:
+        i = np.arange(1, n - 1)
+        return np.stack([np.full(n - 2, indices[0]), indices[i], indices[i + 1]], axis=1)
     return np.zeros((0, 3), dtype=np.int64)  # points and lines have no faces
 
 
-def _mesh(file: _File, index_of):
+def _primitives(file: GltfDocument, mesh_index: int) -> List[dict]:
+    mesh = file.items("meshes")[mesh_index]
+    primitives = mesh.get("primitives")
+    if not isinstance(primitives, list) or not primitives or not all(isinstance(p, dict) for p in primitives):
+        raise file.error(f"meshes[{mesh_index}].primitives must be a non-empty array of objects")
+    return primitives
+
+
+def _mesh(file: GltfDocument, index_of):
     positions, indices, weights, faces = [], [], [], []
     warned = False
     count = 0
-    for node_index, node in enumerate(file.nodes):
-        if node.mesh is None or node.skin is None:
+    for node_index, node in enumerate(file.items("nodes")):
+        if node.get("mesh") is None or node.get("skin") is None:
             continue
-        skin_joints = file.gltf.skins[node.skin].joints
+        skin_joints = file.items("skins")[node["skin"]]["joints"]
         to_character = np.asarray([index_of[j] for j in skin_joints], dtype=np.int64)
-        for primitive in file.gltf.meshes[node.mesh].primitives:
-            if primitive.targets and not warned:
+        for p, primitive in enumerate(_primitives(file, node["mesh"])):
+            where = f"meshes[{node['mesh']}].primitives[{p}]"
+            if primitive.get("targets") and not warned:
                 warnings.warn(f"{file.path}: morph targets are ignored", stacklevel=3)
                 warned = True
-            attributes = primitive.attributes
-            if attributes.POSITION is None:
+            attributes = primitive.get("attributes")
+            if not isinstance(attributes, dict):
+                raise file.error(f"{where}.attributes must be an object")
+            mode = file.integer(primitive, "mode", where, default=4, maximum=6)
+            if attributes.get("POSITION") is None:
                 continue
-            points = file.accessor(attributes.POSITION).astype(np.float64)
+            points = file.finite(file.accessor(attributes["POSITION"], "POSITION", f"{where}.attributes.POSITION"),
+                                 f"{where}.attributes.POSITION")
+            V = len(points)
             sets = []
             n = 0
-            while getattr(attributes, f"JOINTS_{n}", None) is not None:
-                weight_accessor = getattr(attributes, f"WEIGHTS_{n}", None)
-                if weight_accessor is None:
-                    raise GltfError(f"{file.path}: JOINTS_{n} without WEIGHTS_{n} in mesh {node.mesh}")
-                sets.append((file.accessor(getattr(attributes, f"JOINTS_{n}")), file.accessor(weight_accessor)))
+            while f"JOINTS_{n}" in attributes:
+                if f"WEIGHTS_{n}" not in attributes:
+                    raise file.error(f"{where}: JOINTS_{n} without WEIGHTS_{n}")
+                joint_set = file.accessor(attributes[f"JOINTS_{n}"], "JOINTS", f"{where}.attributes.JOINTS_{n}")
+                weight_set = file.accessor(attributes[f"WEIGHTS_{n}"], "WEIGHTS", f"{where}.attributes.WEIGHTS_{n}")
+                for name, values in ((f"JOINTS_{n}", joint_set), (f"WEIGHTS_{n}", weight_set)):
+                    if len(values) != V:
+                        raise file.error(f"{where}.attributes.{name} has {len(values)} elements but POSITION has {V}")
+                if not (np.isfinite(weight_set).all() and (weight_set >= 0).all()):
+                    raise file.error(f"{where}.attributes.WEIGHTS_{n} has negative or non-finite weights")
+                sets.append((joint_set, weight_set))
                 n += 1
             if not sets:
-                raise GltfError(f"{file.path}: node {file.node_name(node_index)!r} has a skin but its mesh has no JOINTS_0")
-            joints = np.concatenate([j for j, _ in sets], axis=1).astype(np.int64)
-            joint_weights = np.concatenate([w for _, w in sets], axis=1).astype(np.float64)
+                raise file.error(f"nodes[{node_index}] ({file.node_name(node_index)!r}) has a skin but "
+                                 f"{where} has no JOINTS_0")
+            joints = np.concatenate([j for j, _ in sets], axis=1)
+            joint_weights = np.concatenate([w for _, w in sets], axis=1)
             if (joints >= len(to_character)).any():
-                raise GltfError(f"{file.path}: JOINTS_n index beyond skin {node.skin}'s {len(to_character)} joints")
+                raise file.error(f"{where}: a JOINTS_n index is beyond the {len(to_character)} joints of "
+                                 f"skins[{node['skin']}]")
             positions.append(points)
             indices.append(to_character[joints])
             weights.append(joint_weights)
-            if primitive.indices is not None:
-                tri = file.accessor(primitive.indices)[:, 0].astype(np.int64)
+            if primitive.get("indices") is not None:
+                tri = file.accessor(primitive["indices"], "indices", f"{where}.indices")[:, 0]
+                if (tri >= V).any():
+                    raise file.error(f"{where}.indices has an index beyond its {V} vertices")
             else:
-                tri = np.arange(len(points), dtype=np.int64)
-            faces.append(_triangles(primitive.mode if primitive.mode is not None else 4, tri) + count)
-            count += len(points)
+                tri = np.arange(V, dtype=np.int64)
+            faces.append(_triangles(mode, tri, where, file) + count)
+            count += V
     if not positions:
-        raise GltfError(f"{file.path}: no skinned mesh node")
+        raise file.error("no skinned mesh node")
     k = max(i.shape[1] for i in indices)
     pad = lambda a, fill: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)  # noqa: E731
     return (
         np.concatenate(positions),
-        np.concatenate([f for f in faces]) if faces else np.zeros((0, 3), np.int64),
+        np.concatenate(faces) if faces else np.zeros((0, 3), np.int64),
         np.concatenate([pad(i, 0) for i in indices]),
         np.concatenate([pad(w, 0.0) for w in weights]),
     )
@@ -311,11 +281,19 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     parents first; ``joint_names`` are the node names. Every joint parameter
     is a model parameter (``P = 7J``, identity transform).
 
-    Raises GltfError (a ValueError) for what the model cannot represent:
-    non-uniform scale, shear or reflection, or a joint bound by two skins with
-    different inverse bind matrices. Morph targets are ignored with a warning.
+    The file is untrusted: it is checked against the spec before anything is
+    read (see ``momentum_ops.io`` and the README), and external buffers are
+    read only from regular files inside the file's folder.
+
+    Raises GltfError (a ValueError) naming the file and the object for a
+    malformed file and for what the model cannot represent: non-uniform
+    scale, shear or reflection, or a joint bound by two skins with different
+    inverse bind matrices. FileNotFoundError when ``path`` does not exist.
+    Morph targets are ignored with a warning.
     """
-    file = _File(path)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"load_gltf: dtype must be torch.float32 or torch.float64, got {dtype}")
+    file = GltfDocument(path)
     nodes, index_of, parents, trs = _skeleton(file)
     ibp = _inverse_bind_pose(file, nodes, index_of, parents, trs)
     vertices, faces, skin_indices, skin_weights = _mesh(file, index_of)
@@ -333,57 +311,84 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
 
 
 # ------------------------------------------------------------------ animation
+def _animation_names(file: GltfDocument) -> List[str]:
+    names = []
+    for i, animation in enumerate(file.items("animations")):
+        names.append(file.string(animation, "name", f"animations[{i}]") or f"animation_{i}")
+    return names
+
+
 def gltf_animations(path: Union[str, os.PathLike]) -> List[str]:
     """The names of a file's animations (``animation_<i>`` for unnamed ones)."""
-    file = _File(path)
-    return [a.name or f"animation_{i}" for i, a in enumerate(file.gltf.animations or [])]
+    return _animation_names(GltfDocument(path))
 
 
-def _find_animation(file: _File, animation):
-    animations = file.gltf.animations or []
-    names = [a.name or f"animation_{i}" for i, a in enumerate(animations)]
+def _find_animation(file: GltfDocument, animation) -> int:
+    names = _animation_names(file)
     if isinstance(animation, str):
         if animation not in names:
             raise KeyError(f"{file.path}: no animation {animation!r}; it has {names}")
-        return animations[names.index(animation)]
-    if not 0 <= animation < len(animations):
-        raise IndexError(f"{file.path}: animation {animation} out of range; it has {len(animations)}: {names}")
-    return animations[animation]
+        return names.index(animation)
+    if isinstance(animation, bool) or not isinstance(animation, (int, np.integer)):
+        raise TypeError(f"animation must be an index, a name or None, got {type(animation).__name__}")
+    if not 0 <= animation < len(names):
+        raise IndexError(f"{file.path}: animation {animation} out of range; it has {len(names)}: {names}")
+    return int(animation)
 
 
-def _sample(times: np.ndarray, keys: np.ndarray, values: np.ndarray, interpolation: str, rotation: bool) -> np.ndarray:
-    """Samples one channel at `times` as the glTF spec says; holds the first
-    and last values outside the keyframes."""
-    n = len(keys)
-    if interpolation == "CUBICSPLINE":
-        in_tangents, points, out_tangents = values[0::3], values[1::3], values[2::3]
-    else:
-        points = values
-    out = np.zeros((len(times), points.shape[1]))
-    for f, t in enumerate(times):
-        if n == 1 or t <= keys[0]:
-            out[f] = points[0]
-            continue
-        if t >= keys[-1]:
-            out[f] = points[-1]
-            continue
-        k = int(np.searchsorted(keys, t, side="right") - 1)
-        dt = keys[k + 1] - keys[k]
-        u = (t - keys[k]) / dt
-        if interpolation == "STEP":
-            out[f] = points[k]
-        elif interpolation == "CUBICSPLINE":
-            u2, u3 = u * u, u * u * u
-            out[f] = ((2 * u3 - 3 * u2 + 1) * points[k] + dt * (u3 - 2 * u2 + u) * out_tangents[k]
-                      + (-2 * u3 + 3 * u2) * points[k + 1] + dt * (u3 - u2) * in_tangents[k + 1])
-        elif rotation:
-            out[f] = quaternion.slerp(
-                torch.from_numpy(points[k]), torch.from_numpy(points[k + 1]), torch.tensor(u, dtype=torch.float64)
-            ).numpy()
-        else:
-            out[f] = (1 - u) * points[k] + u * points[k + 1]
-    if rotation:
-        out /= np.linalg.norm(out, axis=1, keepdims=True)
+def _morph_target_count(file: GltfDocument, node: int) -> int:
+    mesh = file.items("nodes")[node].get("mesh")
+    if mesh is None:
+        return 0
+    targets = _primitives(file, mesh)[0].get("targets") or []
+    return len(targets) if isinstance(targets, list) else 0
+
+
+def _channels(file: GltfDocument, a: int):
+    """The checked channels of animations[a]: (node, path, keys, values, interpolation)."""
+    animation = file.items("animations")[a]
+    where = f"animations[{a}]"
+    samplers, channels = animation.get("samplers", []), animation.get("channels", [])
+    if not isinstance(samplers, list) or not all(isinstance(s, dict) for s in samplers):
+        raise file.error(f"{where}.samplers must be an array of objects")
+    if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+        raise file.error(f"{where}.channels must be an array of objects")
+    out = []
+    for c, channel in enumerate(channels):
+        here = f"{where}.channels[{c}]"
+        s = channel.get("sampler")
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < len(samplers):
+            raise file.error(f"{here}.sampler = {s!r} is not an index into {where}.samplers ({len(samplers)})")
+        target = channel.get("target")
+        if not isinstance(target, dict):
+            raise file.error(f"{here}.target must be an object")
+        path = target.get("path")
+        if not isinstance(path, str) or path not in ("translation", "rotation", "scale", "weights"):
+            raise file.error(f"{here}.target.path = {path!r}; the spec allows translation, rotation, scale, weights")
+        if target.get("node") is None:
+            continue  # a target defined by an extension: nothing of the character
+        node = file.index(target["node"], "nodes", f"{here}.target.node")
+        sampler = samplers[s]
+        shere = f"{where}.samplers[{s}]"
+        interpolation = sampler.get("interpolation", "LINEAR")
+        if not isinstance(interpolation, str) or interpolation not in ("LINEAR", "STEP", "CUBICSPLINE"):
+            raise file.error(f"{shere}.interpolation = {interpolation!r}; the spec allows LINEAR, STEP, CUBICSPLINE")
+        keys = file.finite(file.accessor(sampler.get("input"), "input", f"{shere}.input")[:, 0], f"{shere}.input")
+        if (np.diff(keys) <= 0).any():
+            raise file.error(f"{shere}.input: keyframe times must be strictly increasing")
+        if interpolation == "CUBICSPLINE" and len(keys) < 2:
+            raise file.error(f"{shere}: CUBICSPLINE needs at least 2 keyframes")
+        values = file.finite(file.accessor(sampler.get("output"), path, f"{shere}.output"), f"{shere}.output")
+        per_key = _morph_target_count(file, node) if path == "weights" else 1
+        expected = len(keys) * per_key * (3 if interpolation == "CUBICSPLINE" else 1)
+        if len(values) != expected:
+            raise file.error(f"{shere}.output has {len(values)} elements; {interpolation} with {len(keys)} "
+                             f"keyframes{f' of {per_key} weights' if path == 'weights' else ''} needs {expected}")
+        if path == "rotation":
+            points = values[1::3] if interpolation == "CUBICSPLINE" else values
+            if (np.linalg.norm(points, axis=1) == 0).any():
+                raise file.error(f"{shere}.output has a zero rotation quaternion")
+        out.append((node, path, keys, values, interpolation))
     return out
 
 
@@ -400,46 +405,41 @@ def load_gltf_motion(
         character: from ``load_gltf(path)`` (its joints must match the file's).
         animation: index or name; ``None`` gives the file's rest pose (the
             nodes' own transforms) as one frame, rest scales included.
-        times: seconds; default: the animation's keyframe times (all channels).
+        times: seconds (finite); default: the animation's keyframe times (all channels).
 
     Returns:
         Joint parameters ``[F, J, 7]`` in the character's dtype.
     """
-    file = _File(path)
+    file = GltfDocument(path)
     nodes, index_of, parents, trs = _skeleton(file)
     names = [file.node_name(n) for n in nodes]
     if names != list(character.joint_names):
         raise ValueError(f"{file.path}: its joints do not match the character's ({len(names)} vs {character.num_joints})")
+    rest_t = np.asarray([t for t, _, _ in trs])
+    rest_r = np.asarray([r for _, r, _ in trs])
+    rest_s = np.asarray([[s] * 3 for _, _, s in trs])
     if animation is None:
-        frames_t = np.asarray([t for t, _, _ in trs])[None]
-        frames_r = np.asarray([r for _, r, _ in trs])[None]
-        frames_s = np.asarray([[s] * 3 for _, _, s in trs])[None]
+        frames_t, frames_r, frames_s = rest_t[None], rest_r[None], rest_s[None]
     else:
-        anim = _find_animation(file, animation)
-        channels = []
-        for channel in anim.channels:
-            sampler = anim.samplers[channel.sampler]
-            keys = file.accessor(sampler.input)[:, 0].astype(np.float64)
-            channels.append((channel.target, keys, file.accessor(sampler.output).astype(np.float64),
-                             sampler.interpolation or "LINEAR"))
+        channels = _channels(file, _find_animation(file, animation))
         if times is None:
-            times = np.unique(np.concatenate([keys for _, keys, _, _ in channels])) if channels else np.zeros(1)
-        times = np.asarray(times, dtype=np.float64).reshape(-1)
+            times = np.unique(np.concatenate([keys for _, _, keys, _, _ in channels])) if channels else np.zeros(1)
+        try:
+            times = np.asarray(times, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError("load_gltf_motion: times must be a sequence of numbers (seconds)") from None
+        if not np.isfinite(times).all():
+            raise ValueError("load_gltf_motion: times must be finite")
         F = len(times)
-        frames_t = np.repeat(np.asarray([t for t, _, _ in trs])[None], F, axis=0)
-        frames_r = np.repeat(np.asarray([r for _, r, _ in trs])[None], F, axis=0)
-        frames_s = np.repeat(np.asarray([[s] * 3 for _, _, s in trs])[None], F, axis=0)
-        for target, keys, values, interpolation in channels:
-            if target.node not in index_of or target.path not in ("translation", "rotation", "scale"):
-                continue  # the mesh node, cameras, morph weights: not part of the character
-            j = index_of[target.node]
-            sampled = _sample(times, keys, values, interpolation, target.path == "rotation")
-            {"translation": frames_t, "rotation": frames_r, "scale": frames_s}[target.path][:, j] = sampled
-    F, J = frames_t.shape[:2]
-    scales = np.zeros((F, J))
-    for f in range(F):
-        for j in range(J):
-            scales[f, j] = _uniform_scale(frames_s[f, j], f"node {names[j]!r} at frame {f}")
+        frames_t = np.repeat(rest_t[None], F, axis=0)
+        frames_r = np.repeat(rest_r[None], F, axis=0)
+        frames_s = np.repeat(rest_s[None], F, axis=0)
+        for node, target, keys, values, interpolation in channels:
+            if node not in index_of or target == "weights":
+                continue  # the mesh node, cameras, morph weights: not part of the skeleton
+            sampled = sample_channel(times, keys, values, interpolation, target == "rotation")
+            {"translation": frames_t, "rotation": frames_r, "scale": frames_s}[target][:, index_of[node]] = sampled
+    scales = _uniform_scale(frames_s, "the animated scale of the joints (frame, joint)", file)
     offsets = character.offsets.detach().cpu().double()
     pre = character.pre_rotations.detach().cpu().double()
     rotation = torch.from_numpy(frames_r)
