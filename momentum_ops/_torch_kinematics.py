@@ -10,8 +10,6 @@ when such derivatives are asked for.
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 
 
@@ -50,19 +48,12 @@ def _elementary(angle: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.stack(parts, dim=-1)
 
 
-def _levels(parents: torch.Tensor) -> List[torch.Tensor]:
-    """Joint indices grouped by depth (parents first), roots first."""
-    depth: List[int] = []
-    for j, p in enumerate(parents.tolist()):
-        depth.append(0 if p < 0 else depth[p] + 1)
-    groups: List[List[int]] = [[] for _ in range(max(depth, default=-1) + 1)]
-    for j, d in enumerate(depth):
-        groups[d].append(j)
-    return [torch.tensor(g, dtype=torch.int64) for g in groups]
-
-
 def joint_parameters_to_skeleton_state(joint_parameters, parents, offsets, pre_rotations):
-    """[..., J, 7] -> [..., J, 8], level by level."""
+    """[..., J, 7] -> [..., J, 8] by pointer jumping: after step k every joint
+    holds the composition of its 2^k nearest ancestors' local transforms and
+    its own, so ceil(log2 J) steps reach the roots. The steps depend on J
+    alone, not on the values of `parents`, so the function traces (fake
+    tensors, torch.compile) without data-dependent shapes."""
     jp = joint_parameters
     pre = pre_rotations / torch.linalg.vector_norm(pre_rotations, dim=-1, keepdim=True)
     pre = pre.expand(*jp.shape[:-1], 4)
@@ -70,17 +61,18 @@ def joint_parameters_to_skeleton_state(joint_parameters, parents, offsets, pre_r
                        _elementary(jp[..., 3], 0))
     t = offsets + jp[..., :3]
     s = torch.exp2(jp[..., 6])
-    levels = _levels(parents.cpu())
-    parent_index = parents.cpu().to(torch.int64)
-    for joints in levels[1:]:
-        device_joints = joints.to(jp.device)
-        par = parent_index[joints].to(jp.device)
-        tp, qp, sp = t.index_select(-2, par), q.index_select(-2, par), s.index_select(-1, par)
-        t_local, q_local, s_local = (t.index_select(-2, device_joints), q.index_select(-2, device_joints),
-                                     s.index_select(-1, device_joints))
-        t = t.index_copy(-2, device_joints, tp + sp[..., None] * _quat_rotate(qp, t_local))
-        q = q.index_copy(-2, device_joints, _quat_multiply(qp, q_local))
-        s = s.index_copy(-1, device_joints, sp * s_local)
+    joints = jp.shape[-2]
+    ancestor = parents.to(device=jp.device, dtype=torch.int64)
+    own = torch.arange(joints, device=jp.device)
+    steps = max(1, (joints - 1).bit_length())
+    for _ in range(steps):
+        has = ancestor >= 0
+        index = torch.where(has, ancestor, own)
+        tp, qp, sp = t.index_select(-2, index), q.index_select(-2, index), s.index_select(-1, index)
+        t = torch.where(has[:, None], tp + sp[..., None] * _quat_rotate(qp, t), t)
+        q = torch.where(has[:, None], _quat_multiply(qp, q), q)
+        s = torch.where(has, sp * s, s)
+        ancestor = torch.where(has, ancestor.index_select(0, index), ancestor)
     return torch.cat([t, q, s[..., None]], dim=-1)
 
 

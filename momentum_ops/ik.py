@@ -219,10 +219,10 @@ _IK_FLOATING = ("offsets", "pre_rotations", "parameter_transform", "parameter_mi
 _IK_INDEX = ("parents", "active_parameters", "position_joints")
 
 
-def _check_fake_ik(op, model_parameters, named):
+def _check_fake_ik(op, model_parameters, named, reference_name="model_parameters"):
     floating = {k: v for k, v in named.items() if k not in _IK_INDEX and not k.endswith("_joints")}
     index = {k: v for k, v in named.items() if k in _IK_INDEX or k.endswith("_joints")}
-    _checks.same_device(op, "model_parameters", model_parameters, floating, index)
+    _checks.same_device(op, reference_name, model_parameters, floating, index)
 
 
 @torch.library.register_fake("momentum::ik_solve")
@@ -249,7 +249,7 @@ def _ik_backward_fake(grad, solution, parents, offsets, pre_rotations, transform
         parameter_transform=transform, parameter_min=pmin, parameter_max=pmax, active_parameters=active,
         position_joints=pj, position_offsets=po, position_targets=pt, position_weights=pw, orientation_joints=oj,
         orientation_offsets=oo, orientation_targets=ot, orientation_weights=ow, regularization_target=rt,
-        regularization_weight=rw))
+        regularization_weight=rw), reference_name="solution")
     return (pt.new_empty(pt.shape), pw.new_empty(pw.shape), ot.new_empty(ot.shape), ow.new_empty(ow.shape),
             rt.new_empty(rt.shape))
 

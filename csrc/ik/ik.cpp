@@ -11,10 +11,10 @@ namespace momentum_ops {
 namespace {
 
 // A per-problem tensor: [batch..., trailing...] with the given trailing shape.
-void check_problem_tensor(const char* op, const char* name, Tensor& t, const Tensor& like,
+void check_problem_tensor(const char* op, const char* name, Tensor& t, const char* like_name, const Tensor& like,
                           const std::vector<int64_t>& batch_shape, const std::vector<int64_t>& trailing,
                           const char* text) {
-  check_like(op, name, t, "model_parameters", like);
+  check_like(op, name, t, like_name, like);
   check_shape(op, name, t, concat(batch_shape, trailing), text);
   t = as_contiguous(t);
 }
@@ -33,22 +33,23 @@ std::vector<int64_t> joint_list(const char* op, const char* name, const Tensor& 
 // Checks the skeleton and the parameter transform (dtype and device like
 // `like`, the model parameters) before anything else, so that every later
 // size check compares against sizes already known to be right. Sets J and P.
-std::vector<int32_t> check_model(const char* op, IkArgs& args, const Tensor& like, const Tensor& parents,
+std::vector<int32_t> check_model(const char* op, IkArgs& args, const char* like_name, const Tensor& like,
+                                 const Tensor& parents,
                                  const Tensor& offsets, const Tensor& pre_rotations,
                                  const Tensor& parameter_transform) {
-  check_like(op, "offsets", offsets, "model_parameters", like);
+  check_like(op, "offsets", offsets, like_name, like);
   MOMENTUM_CHECK(offsets.dim() == 2, op, ": offsets must have shape [J, 3], got ", shape_string(offsets));
   const int64_t J = offsets.size(0);
   check_shape(op, "offsets", offsets, {J, 3}, "[J, 3]");
-  check_like(op, "pre_rotations", pre_rotations, "model_parameters", like);
+  check_like(op, "pre_rotations", pre_rotations, like_name, like);
   check_shape(op, "pre_rotations", pre_rotations, {J, 4}, "[J, 4] (xyzw) with J from offsets");
-  check_like(op, "parameter_transform", parameter_transform, "model_parameters", like);
+  check_like(op, "parameter_transform", parameter_transform, like_name, like);
   MOMENTUM_CHECK(parameter_transform.dim() == 2, op, ": parameter_transform must have shape [J*7, P], got ",
                  shape_string(parameter_transform));
   check_shape(op, "parameter_transform", parameter_transform, {7 * J, -1}, "[J*7, P] with J from offsets");
   check_defined(op, "parents", parents);
   MOMENTUM_CHECK(parents.is_cpu() || parents.is_cuda() == like.is_cuda(), op, ": parents is on ",
-                 device_string(parents), "; it must be on the CPU or on the device of model_parameters");
+                 device_string(parents), "; it must be on the CPU or on the device of ", like_name);
   std::vector<int32_t> codes = skeleton_topology(op, parents, J);
   args.joints = int(J);
   args.params = int(parameter_transform.size(1));
@@ -136,6 +137,7 @@ void check_scratch(const char* op, const IkArgs& args, int64_t active_count) {
 
 IkArgs check_ik(
     const char* op,
+    const char* theta_name,
     IkProblemTensors& t,
     const Tensor& parents,
     const Tensor& offsets,
@@ -151,28 +153,28 @@ IkArgs check_ik(
     const Tensor& regularization_weight,
     const IkOptions& options) {
   IkArgs args;
-  check_floating(op, "model_parameters", t.model_parameters);
+  check_floating(op, theta_name, t.model_parameters);
   const std::vector<int32_t> codes =
-      check_model(op, args, t.model_parameters, parents, offsets, pre_rotations, parameter_transform);
-  check_model_parameters(op, args, t.model_parameters, "model_parameters");
+      check_model(op, args, theta_name, t.model_parameters, parents, offsets, pre_rotations, parameter_transform);
+  check_model_parameters(op, args, t.model_parameters, theta_name);
   const Tensor& theta = t.model_parameters;
   const int64_t P = args.params, J = args.joints;
 
   const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
   const std::vector<int64_t> oj = joint_list(op, "orientation_joints", orientation_joints, J);
   const int64_t C = int64_t(pj.size()), Co = int64_t(oj.size());
-  check_like(op, "position_offsets", position_offsets, "model_parameters", theta);
+  check_like(op, "position_offsets", position_offsets, theta_name, theta);
   check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3] with C from position_joints");
-  check_like(op, "orientation_offsets", orientation_offsets, "model_parameters", theta);
+  check_like(op, "orientation_offsets", orientation_offsets, theta_name, theta);
   check_shape(op, "orientation_offsets", orientation_offsets, {Co, 4}, "[Co, 4] (xyzw) with Co from orientation_joints");
-  check_problem_tensor(op, "position_targets", t.position_targets, theta, args.batch_shape, {C, 3}, "[..., C, 3]");
-  check_problem_tensor(op, "position_weights", t.position_weights, theta, args.batch_shape, {C}, "[..., C]");
-  check_problem_tensor(op, "orientation_targets", t.orientation_targets, theta, args.batch_shape, {Co, 4}, "[..., Co, 4]");
-  check_problem_tensor(op, "orientation_weights", t.orientation_weights, theta, args.batch_shape, {Co}, "[..., Co]");
-  check_problem_tensor(op, "regularization_target", t.regularization_target, theta, args.batch_shape, {P}, "[..., P]");
+  check_problem_tensor(op, "position_targets", t.position_targets, theta_name, theta, args.batch_shape, {C, 3}, "[..., C, 3]");
+  check_problem_tensor(op, "position_weights", t.position_weights, theta_name, theta, args.batch_shape, {C}, "[..., C]");
+  check_problem_tensor(op, "orientation_targets", t.orientation_targets, theta_name, theta, args.batch_shape, {Co, 4}, "[..., Co, 4]");
+  check_problem_tensor(op, "orientation_weights", t.orientation_weights, theta_name, theta, args.batch_shape, {Co}, "[..., Co]");
+  check_problem_tensor(op, "regularization_target", t.regularization_target, theta_name, theta, args.batch_shape, {P}, "[..., P]");
   for (auto [name, limit] : {std::pair{"parameter_min", &parameter_min}, std::pair{"parameter_max", &parameter_max},
                              std::pair{"regularization_weight", &regularization_weight}}) {
-    check_like(op, name, *limit, "model_parameters", theta);
+    check_like(op, name, *limit, theta_name, theta);
     check_shape(op, name, *limit, {P}, "[P]");
   }
   check_defined(op, "active_parameters", active_parameters);
@@ -218,13 +220,13 @@ IkArgs check_residuals(
   IkArgs args;
   check_floating(op, "model_parameters", model_parameters);
   const std::vector<int32_t> codes =
-      check_model(op, args, model_parameters, parents, offsets, pre_rotations, parameter_transform);
+      check_model(op, args, "model_parameters", model_parameters, parents, offsets, pre_rotations, parameter_transform);
   check_model_parameters(op, args, model_parameters, "model_parameters");
   const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, args.joints);
   const int64_t C = int64_t(pj.size());
   check_like(op, "position_offsets", position_offsets, "model_parameters", model_parameters);
   check_shape(op, "position_offsets", position_offsets, {C, 3}, "[C, 3] with C from position_joints");
-  check_problem_tensor(op, "position_targets", position_targets, model_parameters, args.batch_shape, {C, 3},
+  check_problem_tensor(op, "position_targets", position_targets, "model_parameters", model_parameters, args.batch_shape, {C, 3},
                        "[..., C, 3]");
   check_scratch(op, args, args.params);
   std::vector<int64_t> all(size_t(args.params));
@@ -239,7 +241,7 @@ IkSolveCall prepare_ik_solve(MOMENTUM_IK_SOLVE_PARAMS) {
   call.problems = {model_parameters, position_targets, position_weights, orientation_targets,
                    orientation_weights, regularization_target};
   call.options = {limit_weight, tolerance, damping, max_iterations};
-  call.args = check_ik("ik_solve", call.problems, parents, offsets, pre_rotations, parameter_transform,
+  call.args = check_ik("ik_solve", "model_parameters", call.problems, parents, offsets, pre_rotations, parameter_transform,
                        parameter_min, parameter_max, active_parameters, position_joints, position_offsets,
                        orientation_joints, orientation_offsets, regularization_weight, call.options);
   const Tensor& theta = call.problems.model_parameters;
@@ -255,7 +257,7 @@ IkBackwardCall prepare_ik_backward(MOMENTUM_IK_BACKWARD_PARAMS) {
   call.problems = {solution, position_targets, position_weights, orientation_targets, orientation_weights,
                    regularization_target};
   call.options = {limit_weight, 0.0, 1.0, 0};
-  call.args = check_ik(op, call.problems, parents, offsets, pre_rotations, parameter_transform, parameter_min,
+  call.args = check_ik(op, "solution", call.problems, parents, offsets, pre_rotations, parameter_transform, parameter_min,
                        parameter_max, active_parameters, position_joints, position_offsets, orientation_joints,
                        orientation_offsets, regularization_weight, call.options);
   const IkProblemTensors& t = call.problems;

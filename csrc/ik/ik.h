@@ -96,6 +96,7 @@ IkResidualsCall prepare_residuals(MOMENTUM_IK_RESIDUALS_PARAMS);
 // Checks everything of ik_solve / ik_solve_backward but the solution and its gradient.
 IkArgs check_ik(
     const char* op,
+    const char* theta_name,  // model_parameters, or solution for the backward
     IkProblemTensors& problems,
     const Tensor& parents,
     const Tensor& offsets,
