@@ -8,6 +8,8 @@ Environment:
                            DEFAULT_CUDA_ARCHS when none is visible)
   EIGEN3_INCLUDE_DIR       where Eigen lives (else cmeel-eigen, else the system)
   MAX_JOBS                 parallel compile jobs (ninja)
+  MOMENTUM_OPS_SANITIZE=1  build with AddressSanitizer and UndefinedBehaviorSanitizer
+                           (CPU kernels; see tools/sanitize.sh)
 """
 
 import datetime
@@ -146,6 +148,11 @@ def extension():
 
     target = "-DTORCH_TARGET_VERSION=0x%02x%02x000000000000" % TARGET_TORCH
     cxx_flags = ["-O3", "-std=c++17", target, "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas"]
+    link_flags = []
+    if env_flag("MOMENTUM_OPS_SANITIZE"):
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+        cxx_flags = [f for f in cxx_flags if f != "-O3"] + ["-O1"] + sanitize
+        link_flags = sanitize
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     if with_cuda:
         sources = [s for s in sources if not s.endswith("no_cuda.cpp")]
@@ -155,6 +162,7 @@ def extension():
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc"), find_eigen()],
         py_limited_api=True,
+        extra_link_args=link_flags,
         extra_compile_args={
             "cxx": cxx_flags,
             "nvcc": ["-O3", "-std=c++17", target, "--expt-relaxed-constexpr",
@@ -184,7 +192,6 @@ setup(
     description="Forward kinematics, skinning and inverse kinematics as PyTorch dispatcher ops "
     "(CPU and CUDA, stable ABI)",
     packages=find_packages(include=["momentum_ops", "momentum_ops.*"]),
-    package_data={"momentum_ops": ["assets/*"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

@@ -3,7 +3,7 @@ dispatcher ops (``torch.ops.momentum.*``), with CPU and CUDA kernels.
 
 Importing the package checks the installed torch against the build record and
 then loads the compiled library; a mismatch raises ImportError with the fix.
-Conventions (layouts, formulas) follow Meta's Momentum: see the README.
+Conventions (layouts, formulas) follow Meta's Momentum: see docs/conventions.md.
 """
 
 import os as _os
@@ -42,6 +42,7 @@ __all__ = [
     "BUILD_INFO",
     "Character",
     "IKResult",
+    "io",
     "joint_parameters_to_skeleton_state",
     "model_parameters_to_joint_parameters",
     "position_residuals_and_jacobian",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import momentum_ops
-from conftest import DEVICES, DTYPES
+from conftest import DEVICES, DTYPES, HAS_CUDA
 from reference import (
     forward_kinematics,
     quat_to_matrix,
@@ -183,7 +183,7 @@ def test_opcheck(device, generator):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("joints,batch", [(24, 1), (100, 333), (300, 4100), (2500, 3)])
 def test_cuda_matches_cpu(dtype, joints, batch, generator):
@@ -206,7 +206,7 @@ def test_cuda_matches_cpu(dtype, joints, batch, generator):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build")
 def test_cuda_runs_on_current_stream_and_graph(generator):
     parents, offsets, pre = random_skeleton(30, generator, roots=2, dtype=torch.float32)
     jp = random_joint_parameters((257,), 30, generator, dtype=torch.float32).cuda()

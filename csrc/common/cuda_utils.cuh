@@ -97,6 +97,26 @@ __device__ __forceinline__ void tile_load_async(
   }
 }
 
+// tile_load_async for the columns `keep(c)` accepts only (the others are left
+// as they were): for rows whose other columns hold nothing that was written.
+template <typename T, typename Keep>
+__device__ __forceinline__ void tile_load_async_if(
+    T* tile,
+    int tile_stride,
+    const T* __restrict__ global,
+    int64_t global_stride,
+    int rows,
+    int width,
+    Keep keep) {
+  for (int f = threadIdx.x; f < rows * width; f += blockDim.x) {
+    const int i = f / width;
+    const int c = f - i * width;
+    if (keep(c)) {
+      __pipeline_memcpy_async(tile + i * tile_stride + c, global + i * global_stride + c, sizeof(T));
+    }
+  }
+}
+
 // Writes a shared-memory tile back to global rows (coalesced along each row).
 template <typename T>
 __device__ __forceinline__ void tile_store(

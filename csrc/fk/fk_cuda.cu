@@ -194,9 +194,12 @@ __global__ void __launch_bounds__(kThreads) fk_backward_kernel(const __grid_cons
     if (order > 0) {
       __syncthreads();  // the previous tile's store has read grad_tile
     }
-    // Rows without children hold garbage here; the kHasChildren flag skips them.
-    tile_load_async(grad_tile, Tile::param_stride, p.out + (first_item * J + j0) * kJointParameters,
-                    param_row, items, tile_joints * kJointParameters);
+    // The children's accumulated wrenches: only joints with children have
+    // one (the others' rows were never written, and the kHasChildren flag
+    // keeps them from being read).
+    tile_load_async_if(grad_tile, Tile::param_stride, p.out + (first_item * J + j0) * kJointParameters,
+                       param_row, items, tile_joints * kJointParameters,
+                       [&](int c) { return (topology[j0 + c / kJointParameters] & kHasChildren) != 0; });
     __pipeline_commit();
     if (order + 1 < tiles) {
       prefetch(order + 1);
