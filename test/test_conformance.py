@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import pytest
 import torch
@@ -40,6 +40,11 @@ class Row:
     make: Callable[[int, torch.Generator], List]  # batch size, generator -> the op's arguments (CPU, float64)
     batched: Sequence[int]  # arguments whose dim 0 is the batch
     grad: Sequence[int] = ()  # arguments opcheck differentiates with respect to
+    # CUDA against CPU in float32: the outputs compared and the tolerance. A
+    # float32 solve's iterates part ways at rounding level after a few
+    # iterations, so the solver compares its solution and energy loosely.
+    float32_outputs: Optional[Sequence[int]] = None
+    float32_tolerance: float = 2e-3
 
     @property
     def op(self):
@@ -114,7 +119,8 @@ TABLE = [
     Row("joint_parameters_to_skeleton_state_backward", fk_backward_args, batched=[0, 1, 5], grad=[0, 1, 3]),
     Row("skin_points", skin_args, batched=[0], grad=[0, 2, 4]),
     Row("skin_points_backward", skin_backward_args, batched=[0, 1], grad=[0, 1, 3, 5]),
-    Row("ik_solve", ik_args, batched=[0, 10, 11, 14, 15, 17], grad=[10, 11, 14, 15, 17]),
+    Row("ik_solve", ik_args, batched=[0, 10, 11, 14, 15, 17], grad=[10, 11, 14, 15, 17], float32_outputs=[0, 2],
+        float32_tolerance=2e-2),
     Row("ik_solve_backward", ik_backward_args, batched=[0, 1, 11, 12, 15, 16, 18]),
     Row("position_residuals_and_jacobian", residual_args, batched=[0, 7]),
 ]
@@ -262,6 +268,10 @@ def test_cuda_matches_cpu(row, dtype, generator):
     raw = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in raw]
     cpu = row.op(*skin_indices_on_device(row, "cpu", on("cpu", raw)))
     cuda = row.op(*skin_indices_on_device(row, "cuda", on("cuda", raw)))
-    tol = 1e-9 if dtype == torch.float64 else 2e-3
     cuda = [c.cpu() for c in cuda] if isinstance(cuda, (tuple, list)) else cuda.cpu()
-    assert_same(cuda, cpu, tol)
+    if dtype == torch.float64:
+        assert_same(cuda, cpu, 1e-9)
+    else:
+        if row.float32_outputs is not None:
+            cuda, cpu = [cuda[i] for i in row.float32_outputs], [cpu[i] for i in row.float32_outputs]
+        assert_same(cuda, cpu, row.float32_tolerance)
