@@ -20,6 +20,12 @@ constexpr const char* kOp = "momentum::joint_parameters_to_skeleton_state";
 constexpr int kThreads = 256;
 constexpr int kItems = 64;
 
+// A launch-local topology flag of the backward: some child of the joint lies
+// in a later tile, so the joint's accumulator row in global memory was
+// written before its tile starts. Otherwise every child adds into the shared
+// tile, and the global row (never written) must not be read.
+constexpr int32_t kChildInLaterTile = 1 << 26;
+
 // Joints per tile, chosen so a block's shared memory stays near 50 KB (3-4
 // blocks per multiprocessor). Odd row strides keep each item's row in its own
 // bank.
@@ -194,12 +200,12 @@ __global__ void __launch_bounds__(kThreads) fk_backward_kernel(const __grid_cons
     if (order > 0) {
       __syncthreads();  // the previous tile's store has read grad_tile
     }
-    // The children's accumulated wrenches: only joints with children have
-    // one (the others' rows were never written, and the kHasChildren flag
-    // keeps them from being read).
+    // The wrenches children in later tiles accumulated in global memory; rows
+    // no such child wrote are not read (children in this tile add into the
+    // shared row, and the kHasChildren flag skips rows of childless joints).
     tile_load_async_if(grad_tile, Tile::param_stride, p.out + (first_item * J + j0) * kJointParameters,
                        param_row, items, tile_joints * kJointParameters,
-                       [&](int c) { return (topology[j0 + c / kJointParameters] & kHasChildren) != 0; });
+                       [&](int c) { return (topology[j0 + c / kJointParameters] & kChildInLaterTile) != 0; });
     __pipeline_commit();
     if (order + 1 < tiles) {
       prefetch(order + 1);
@@ -244,15 +250,32 @@ __global__ void __launch_bounds__(kThreads) fk_backward_kernel(const __grid_cons
   }
 }
 
+std::vector<int32_t> backward_topology(const std::vector<int32_t>& codes, int tile_joints) {
+  std::vector<int32_t> out = codes;
+  std::vector<int64_t> last_child(codes.size(), -1);
+  for (size_t j = 0; j < codes.size(); ++j) {
+    const int parent = topology_parent(codes[j]);
+    if (parent >= 0) {
+      last_child[size_t(parent)] = int64_t(j);  // increasing j: ends at the highest-index child
+    }
+  }
+  for (size_t j = 0; j < codes.size(); ++j) {
+    if (last_child[j] >= 0 && last_child[j] / tile_joints != int64_t(j) / tile_joints) {
+      out[j] |= kChildInLaterTile;
+    }
+  }
+  return out;
+}
+
 template <typename T>
-FkParams<T> make_params(const FkForwardArgs& args, Tensor& topology_storage) {
+FkParams<T> make_params(const FkForwardArgs& args, const std::vector<int32_t>& topology, Tensor& topology_storage) {
   FkParams<T> p{};
   p.joint_parameters = static_cast<const T*>(args.joint_parameters.const_data_ptr());
   p.offsets = static_cast<const T*>(args.offsets.const_data_ptr());
   p.pre_rotations = static_cast<const T*>(args.pre_rotations.const_data_ptr());
   p.batch = args.batch;
   p.joints = int(args.joints);
-  make_topology_param(args.topology, args.joint_parameters, p.topology, topology_storage);
+  make_topology_param(topology, args.joint_parameters, p.topology, topology_storage);
   return p;
 }
 
@@ -282,7 +305,7 @@ Tensor fk_forward_cuda(
   Tensor topology_storage;
   auto run = [&](auto zero) {
     using T = decltype(zero);
-    FkParams<T> p = make_params<T>(args, topology_storage);
+    FkParams<T> p = make_params<T>(args, args.topology, topology_storage);
     p.out = static_cast<T*>(out.mutable_data_ptr());
     launch(fk_forward_kernel<T>, p, Tiling<T, false>::shared_bytes, out);
   };
@@ -307,7 +330,8 @@ std::tuple<Tensor, Tensor> fk_backward_cuda(
     Tensor topology_storage;
     auto run = [&](auto zero) {
       using T = decltype(zero);
-      FkParams<T> p = make_params<T>(args, topology_storage);
+      const std::vector<int32_t> topology = backward_topology(args.topology, Tiling<T, true>::joints);
+      FkParams<T> p = make_params<T>(args, topology, topology_storage);
       p.skeleton_state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
       p.grad_skeleton_state =
           static_cast<const T*>(args.grad_skeleton_state.const_data_ptr());
