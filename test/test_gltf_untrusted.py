@@ -508,3 +508,12 @@ def test_fuzz_harness_runs_clean_for_a_few_seconds(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 failures" in result.stdout
+
+
+def test_data_that_overflows_the_dtype_is_a_gltf_error(model):
+    """A translation of 1e39 is finite in float64 but not in float32: the
+    file's error, not an escaping ValueError of the Character."""
+    path = edited(model, lambda doc: doc["nodes"][2].update(translation=[1e39, 0, 0]))
+    with pytest.raises(GltfError, match="does not make a valid character: Character: offsets has NaN or "
+                                        "infinite values"):
+        load_gltf(path, dtype=torch.float32)

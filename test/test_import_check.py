@@ -182,3 +182,11 @@ def test_unbuilt_source_tree_says_how_to_build(tmp_path):
     result = run_python("import momentum_ops", cwd=str(tmp_path), env=env)
     assert result.returncode != 0
     assert "has not been built" in result.stderr and "pip install --no-build-isolation -e" in result.stderr
+
+
+def test_every_public_name_is_there():
+    import momentum_ops
+
+    assert "io" in momentum_ops.__all__
+    for name in momentum_ops.__all__:
+        assert getattr(momentum_ops, name) is not None, name

@@ -79,7 +79,7 @@ def worker() -> None:
         outcome = {"ok": True}
         try:
             try:
-                character = momentum_ops.io.load_gltf(path, dtype=torch.float64)
+                character = momentum_ops.io.load_gltf(path)  # float32: what overflows it must be caught too
                 names = momentum_ops.io.gltf_animations(path)
                 momentum_ops.io.load_gltf_motion(path, character, animation=None)
                 for index in range(min(len(names), 2)):

@@ -297,17 +297,20 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     nodes, index_of, parents, trs = _skeleton(file)
     ibp = _inverse_bind_pose(file, nodes, index_of, parents, trs)
     vertices, faces, skin_indices, skin_weights = _mesh(file, index_of)
-    return Character(
-        joint_names=[file.node_name(n) for n in nodes],
-        parents=torch.tensor(parents, dtype=torch.int64),
-        offsets=torch.tensor(np.stack([t for t, _, _ in trs]), dtype=dtype),
-        pre_rotations=torch.tensor(np.stack([r for _, r, _ in trs]), dtype=dtype),
-        inverse_bind_pose=torch.tensor(ibp, dtype=dtype),
-        rest_vertices=torch.tensor(vertices, dtype=dtype),
-        faces=torch.tensor(faces, dtype=torch.int64),
-        skin_indices=torch.tensor(skin_indices, dtype=torch.int64),
-        skin_weights=torch.tensor(skin_weights, dtype=dtype),
-    )
+    try:
+        return Character(
+            joint_names=[file.node_name(n) for n in nodes],
+            parents=torch.tensor(parents, dtype=torch.int64),
+            offsets=torch.tensor(np.stack([t for t, _, _ in trs]), dtype=dtype),
+            pre_rotations=torch.tensor(np.stack([r for _, r, _ in trs]), dtype=dtype),
+            inverse_bind_pose=torch.tensor(ibp, dtype=dtype),
+            rest_vertices=torch.tensor(vertices, dtype=dtype),
+            faces=torch.tensor(faces, dtype=torch.int64),
+            skin_indices=torch.tensor(skin_indices, dtype=torch.int64),
+            skin_weights=torch.tensor(skin_weights, dtype=dtype),
+        )
+    except ValueError as error:  # e.g. a bind pose that overflows the dtype
+        raise file.error(f"its data does not make a valid character: {error}") from None
 
 
 # ------------------------------------------------------------------ animation
