@@ -34,20 +34,29 @@ __version__ = BUILD_INFO["version"]
 
 from . import io, quaternion, skel_state  # noqa: E402  (io reads glTF; pygltflib loads on first use)
 from .character import Character  # noqa: E402
-from .fk import joint_parameters_to_skeleton_state, model_parameters_to_joint_parameters  # noqa: E402
+from .fk import (  # noqa: E402
+    joint_parameters_to_local_skeleton_state,
+    joint_parameters_to_skeleton_state,
+    model_parameters_to_joint_parameters,
+    skeleton_state_to_joint_parameters,
+)
 from .ik import IKResult, position_residuals_and_jacobian, solve_ik  # noqa: E402
+from .mesh import compute_vertex_normals  # noqa: E402
 from .skinning import skin_points  # noqa: E402
 
 __all__ = [
     "BUILD_INFO",
     "Character",
     "IKResult",
+    "compute_vertex_normals",
     "io",
+    "joint_parameters_to_local_skeleton_state",
     "joint_parameters_to_skeleton_state",
     "model_parameters_to_joint_parameters",
     "position_residuals_and_jacobian",
     "quaternion",
     "skel_state",
+    "skeleton_state_to_joint_parameters",
     "skin_points",
     "solve_ik",
 ]

@@ -48,6 +48,16 @@ def _elementary(angle: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.stack(parts, dim=-1)
 
 
+def local_transforms(joint_parameters, offsets, pre_rotations):
+    """Each joint's (t [..., J, 3], q [..., J, 4], s [..., J]) relative to its parent."""
+    jp = joint_parameters
+    pre = pre_rotations / torch.linalg.vector_norm(pre_rotations, dim=-1, keepdim=True)
+    pre = pre.expand(*jp.shape[:-1], 4)
+    q = _quat_multiply(_quat_multiply(_quat_multiply(pre, _elementary(jp[..., 5], 2)), _elementary(jp[..., 4], 1)),
+                       _elementary(jp[..., 3], 0))
+    return offsets + jp[..., :3], q, torch.exp2(jp[..., 6])
+
+
 def joint_parameters_to_skeleton_state(joint_parameters, parents, offsets, pre_rotations):
     """[..., J, 7] -> [..., J, 8] by pointer jumping: after step k every joint
     holds the composition of its 2^k nearest ancestors' local transforms and
@@ -55,12 +65,7 @@ def joint_parameters_to_skeleton_state(joint_parameters, parents, offsets, pre_r
     alone, not on the values of `parents`, so the function traces (fake
     tensors, torch.compile) without data-dependent shapes."""
     jp = joint_parameters
-    pre = pre_rotations / torch.linalg.vector_norm(pre_rotations, dim=-1, keepdim=True)
-    pre = pre.expand(*jp.shape[:-1], 4)
-    q = _quat_multiply(_quat_multiply(_quat_multiply(pre, _elementary(jp[..., 5], 2)), _elementary(jp[..., 4], 1)),
-                       _elementary(jp[..., 3], 0))
-    t = offsets + jp[..., :3]
-    s = torch.exp2(jp[..., 6])
+    t, q, s = local_transforms(jp, offsets, pre_rotations)
     joints = jp.shape[-2]
     ancestor = parents.to(device=jp.device, dtype=torch.int64)
     own = torch.arange(joints, device=jp.device)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks
+from . import _checks, quaternion, skel_state
 from . import _torch_kinematics as _reference
 
 _ops = torch.ops.momentum
@@ -105,6 +105,75 @@ def model_parameters_to_joint_parameters(
             f"{parameter_transform.device}"
         )
     return torch.matmul(model_parameters, parameter_transform.transpose(0, 1))
+
+
+def _check_skeleton(where, joint_parameters_or_state, width, name, offsets, pre_rotations):
+    _checks.tensor(joint_parameters_or_state, name, where)
+    _checks.tensor(offsets, "offsets", where)
+    _checks.tensor(pre_rotations, "pre_rotations", where)
+    J = offsets.shape[0] if offsets.dim() == 2 else -1
+    if offsets.dim() != 2 or offsets.shape[1] != 3:
+        raise ValueError(f"{where}: offsets must have shape [J, 3], got {list(offsets.shape)}")
+    if tuple(pre_rotations.shape) != (J, 4):
+        raise ValueError(f"{where}: pre_rotations must have shape [{J}, 4] (xyzw), got {list(pre_rotations.shape)}")
+    x = joint_parameters_or_state
+    if x.dim() < 2 or tuple(x.shape[-2:]) != (J, width):
+        raise ValueError(f"{where}: {name} must have shape [..., {J}, {width}], got {list(x.shape)}")
+    for other, label in ((offsets, "offsets"), (pre_rotations, "pre_rotations")):
+        if other.dtype != x.dtype or other.device != x.device:
+            raise ValueError(f"{where}: {label} is {other.dtype} on {other.device} but {name} is {x.dtype} on "
+                             f"{x.device}")
+
+
+def joint_parameters_to_local_skeleton_state(
+    joint_parameters: torch.Tensor, offsets: torch.Tensor, pre_rotations: torch.Tensor
+) -> torch.Tensor:
+    """Each joint's transform relative to its parent, ``[..., J, 8]``:
+    ``(offset + (tx, ty, tz), q_pre ⊗ qz ⊗ qy ⊗ qx, 2^s)`` (docs/conventions.md).
+    Composing them along the parents gives ``joint_parameters_to_skeleton_state``.
+    Pure PyTorch, differentiable, any device."""
+    where = "joint_parameters_to_local_skeleton_state"
+    jp = _checks.tensor(joint_parameters, "joint_parameters", where)
+    if offsets is not None and isinstance(offsets, torch.Tensor) and offsets.dim() == 2:
+        jp = _as_joint_parameters(jp, offsets.shape[0])
+    _check_skeleton(where, jp, 7, "joint_parameters", offsets, pre_rotations)
+    t, q, s = _reference.local_transforms(jp, offsets, pre_rotations)
+    return torch.cat([t, q, s[..., None]], dim=-1)
+
+
+def skeleton_state_to_joint_parameters(
+    skeleton_state: torch.Tensor, parents: torch.Tensor, offsets: torch.Tensor, pre_rotations: torch.Tensor
+) -> torch.Tensor:
+    """Inverse FK: the joint parameters ``[..., J, 7]`` whose forward
+    kinematics is ``skeleton_state`` ``[..., J, 8]``.
+
+    Per joint, the local transform ``inverse(parent state) ∘ state`` gives
+    ``t - offset``, the XYZ Euler angles of ``conj(q_pre) ⊗ q_local`` (``ry``
+    in ``[-pi/2, pi/2]``; another Euler triple of the same rotation where FK's
+    was outside that range) and ``log2`` of the local scale. For any state FK
+    can produce, FK of the result gives the state back (the quaternion up to
+    sign). Pure PyTorch, differentiable (away from the Euler singularity
+    ``ry = ±pi/2``), any device."""
+    where = "skeleton_state_to_joint_parameters"
+    parents = _checks.index_tensor(parents, "parents", where)
+    _check_skeleton(where, skeleton_state, 8, "skeleton_state", offsets, pre_rotations)
+    J = offsets.shape[0]
+    if tuple(parents.shape) != (J,):
+        raise ValueError(f"{where}: parents must have shape [{J}], got {list(parents.shape)}")
+    parent_list = parents.tolist()
+    for j, p in enumerate(parent_list):
+        if not -1 <= p < J or p == j:
+            raise ValueError(f"{where}: parents[{j}] = {p} is not -1 or another joint's index")
+    state = skeleton_state
+    has_parent = (parents >= 0).to(state.device)
+    index = torch.where(has_parent, parents.to(state.device), torch.zeros_like(has_parent, dtype=torch.int64))
+    identity = skel_state.identity(dtype=state.dtype, device=state.device)
+    parent_state = torch.where(has_parent[:, None], state.index_select(-2, index), identity)
+    local = skel_state.multiply(skel_state.inverse(parent_state), state)
+    pre = pre_rotations / torch.linalg.vector_norm(pre_rotations, dim=-1, keepdim=True)
+    rotation = quaternion.multiply(quaternion.conjugate(pre).expand_as(local[..., 3:7]), local[..., 3:7])
+    return torch.cat([local[..., :3] - offsets, quaternion.to_euler_xyz(rotation), torch.log2(local[..., 7:8])],
+                     dim=-1)
 
 
 # ---------------------------------------------------------------- fake kernels

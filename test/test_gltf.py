@@ -279,5 +279,5 @@ def test_errors_name_what_is_wrong(tmp_path):
     no_skin = edited_simple_skin(tmp_path, lambda doc: (doc.pop("skins"), doc["nodes"][0].pop("skin")), "noskin.gltf")
     with pytest.raises(GltfError, match="no skins"):
         load_gltf(no_skin)
-    with pytest.raises(ValueError, match="fps must be positive"):
+    with pytest.raises(ValueError, match="fps must be a finite number > 0, got 0"):
         save_gltf(str(tmp_path / "x.glb"), character, torch.zeros(2, 2, 7), fps=0)

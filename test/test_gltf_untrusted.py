@@ -517,3 +517,23 @@ def test_data_that_overflows_the_dtype_is_a_gltf_error(model):
     with pytest.raises(GltfError, match="does not make a valid character: Character: offsets has NaN or "
                                         "infinite values"):
         load_gltf(path, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("motion,fps,match", [
+    (None, 30, "motion must be a tensor of joint parameters, got NoneType"),
+    ([[0.0] * 14], 30, "motion must be a tensor"),
+    (torch.zeros(3, 7, 2), 30, r"motion must have shape \[F, 2, 7\] or \[F, 14\] .* got \[3, 7, 2\]"),
+    (torch.zeros(42), 30, r"motion must have shape \[F, 2, 7\] or \[F, 14\]"),
+    (torch.zeros(0, 2, 7), 30, "the motion needs at least one frame"),
+    (torch.zeros(2, 2, 7, dtype=torch.int64), 30, "motion must be floating point"),
+    (torch.full((2, 2, 7), float("nan")), 30, "the motion has NaN or infinite values"),
+    (torch.zeros(2, 2, 7), float("inf"), "fps must be a finite number > 0, got inf"),
+    (torch.zeros(2, 2, 7), -1, "fps must be a finite number > 0, got -1"),
+    (torch.zeros(2, 2, 7), "30", "fps must be a finite number > 0, got '30'"),
+])
+def test_save_gltf_names_a_bad_argument(model, tmp_path, motion, fps, match):
+    from momentum_ops.io import save_gltf
+
+    character = load_gltf(str(model / "SimpleSkin.gltf"))
+    with pytest.raises(ValueError, match=match):
+        save_gltf(str(tmp_path / "out.glb"), character, motion, fps=fps)

@@ -16,9 +16,14 @@ def main(path: str) -> int:
     problems = []
     if libraries != ["momentum_ops/_C.so"]:
         problems.append(f"expected exactly one library, momentum_ops/_C.so; found {libraries}")
-    bundled = [n for n in names if re.search(r"(torch|cuda|cudart|nvidia|c10)", n.split("/")[-1], re.I)]
+    # Only the package and its metadata: no torch, CUDA or other libraries
+    # (e.g. a vendored *.libs/ folder) beside it.
+    outside = [n for n in names if not (n.startswith("momentum_ops/") or ".dist-info/" in n)]
+    if outside:
+        problems.append(f"bundles files outside the package (torch, CUDA or other libraries?): {outside[:10]}")
+    bundled = [n for n in names if re.search(r"lib(torch|c10|cuda|cudart|nvrtc|cublas)[^/]*\.so", n, re.I)]
     if bundled:
-        problems.append(f"bundles torch or CUDA files: {bundled}")
+        problems.append(f"bundles torch or CUDA libraries: {bundled}")
     if "-abi3-" not in path:
         problems.append(f"not an abi3 wheel (one wheel for every CPython 3): {path}")
     print(f"{path}: {len(names)} files; libraries: {libraries}")

@@ -76,29 +76,8 @@ inline void make_topology_param(
   param.device_codes = static_cast<const int32_t*>(storage.const_data_ptr());
 }
 
-// Starts asynchronous copies (cp.async) of `rows` rows of `width` elements
-// from global memory into a shared-memory tile: row i starts at
-// global + i * global_stride and at tile + i * tile_stride. Every thread of
-// the block takes part; the copies are in flight together and do not tie up
-// registers. The caller commits them (__pipeline_commit) and waits
-// (__pipeline_wait_prior + __syncthreads) before reading the tile.
-template <typename T>
-__device__ __forceinline__ void tile_load_async(
-    T* tile,
-    int tile_stride,
-    const T* __restrict__ global,
-    int64_t global_stride,
-    int rows,
-    int width) {
-  for (int f = threadIdx.x; f < rows * width; f += blockDim.x) {
-    const int i = f / width;
-    const int c = f - i * width;
-    __pipeline_memcpy_async(tile + i * tile_stride + c, global + i * global_stride + c, sizeof(T));
-  }
-}
-
-// tile_load_async for the columns `keep(c)` accepts only (the others are left
-// as they were): for rows whose other columns hold nothing that was written.
+// tile_load_async (below) for only the columns `keep(c)` accepts, leaving the
+// others as they were: for rows whose other columns hold nothing written.
 template <typename T, typename Keep>
 __device__ __forceinline__ void tile_load_async_if(
     T* tile,
@@ -115,6 +94,23 @@ __device__ __forceinline__ void tile_load_async_if(
       __pipeline_memcpy_async(tile + i * tile_stride + c, global + i * global_stride + c, sizeof(T));
     }
   }
+}
+
+// Starts asynchronous copies (cp.async) of `rows` rows of `width` elements
+// from global memory into a shared-memory tile: row i starts at
+// global + i * global_stride and at tile + i * tile_stride. Every thread of
+// the block takes part; the copies are in flight together and do not tie up
+// registers. The caller commits them (__pipeline_commit) and waits
+// (__pipeline_wait_prior + __syncthreads) before reading the tile.
+template <typename T>
+__device__ __forceinline__ void tile_load_async(
+    T* tile,
+    int tile_stride,
+    const T* __restrict__ global,
+    int64_t global_stride,
+    int rows,
+    int width) {
+  tile_load_async_if(tile, tile_stride, global, global_stride, rows, width, [](int) { return true; });
 }
 
 // Writes a shared-memory tile back to global rows (coalesced along each row).

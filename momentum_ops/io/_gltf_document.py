@@ -13,7 +13,6 @@ regular files only).
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -500,16 +499,6 @@ def _slerp(a: np.ndarray, b: np.ndarray, u: np.ndarray) -> np.ndarray:
     wb = np.where(small, u, np.sin(u * theta) / safe)
     out = wa[:, None] * a + wb[:, None] * b
     return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def keyframe_count_rule(interpolation: str, keys: int, outputs: int, per_key: int = 1) -> bool:
-    """Whether a sampler's output count fits its input count and interpolation."""
-    expected = keys * per_key * (3 if interpolation == "CUBICSPLINE" else 1)
-    return outputs == expected
-
-
-def is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 __all__: Sequence[str] = ("GltfDocument", "GltfError", "sample_channel")

@@ -23,7 +23,7 @@ import torch
 
 from .. import quaternion
 from ..character import Character
-from ._gltf_document import GltfDocument, GltfError, sample_channel
+from ._gltf_document import ANIMATION_PATHS, INTERPOLATIONS, GltfDocument, GltfError, sample_channel
 
 # Relative anisotropy of a node's scale that is still float noise.
 SCALE_TOLERANCE = 1e-3
@@ -366,7 +366,7 @@ def _channels(file: GltfDocument, a: int):
         if not isinstance(target, dict):
             raise file.error(f"{here}.target must be an object")
         path = target.get("path")
-        if not isinstance(path, str) or path not in ("translation", "rotation", "scale", "weights"):
+        if not isinstance(path, str) or path not in ANIMATION_PATHS:
             raise file.error(f"{here}.target.path = {path!r}; the spec allows translation, rotation, scale, weights")
         if target.get("node") is None:
             continue  # a target defined by an extension: nothing of the character
@@ -374,7 +374,7 @@ def _channels(file: GltfDocument, a: int):
         sampler = samplers[s]
         shere = f"{where}.samplers[{s}]"
         interpolation = sampler.get("interpolation", "LINEAR")
-        if not isinstance(interpolation, str) or interpolation not in ("LINEAR", "STEP", "CUBICSPLINE"):
+        if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
             raise file.error(f"{shere}.interpolation = {interpolation!r}; the spec allows LINEAR, STEP, CUBICSPLINE")
         keys = file.finite(file.accessor(sampler.get("input"), "input", f"{shere}.input")[:, 0], f"{shere}.input")
         if (np.diff(keys) <= 0).any():
@@ -488,12 +488,20 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
     pygltflib = _gltf_library()
     path = os.fspath(path)
     J = character.num_joints
-    motion = torch.as_tensor(motion).detach().cpu().double().reshape(-1, J, 7)
+    if not isinstance(motion, torch.Tensor):
+        raise ValueError(f"save_gltf: motion must be a tensor of joint parameters, got {type(motion).__name__}")
+    if not motion.is_floating_point():
+        raise ValueError(f"save_gltf: motion must be floating point, got {motion.dtype}")
+    shape = tuple(motion.shape)
+    if not (len(shape) == 3 and shape[1:] == (J, 7)) and not (len(shape) == 2 and shape[1] == 7 * J):
+        raise ValueError(f"save_gltf: motion must have shape [F, {J}, 7] or [F, {7 * J}] for the character's {J} "
+                         f"joints, got {list(shape)}")
+    motion = motion.detach().cpu().double().reshape(-1, J, 7)
     F = motion.shape[0]
     if F < 1:
         raise ValueError("save_gltf: the motion needs at least one frame")
-    if not fps > 0:
-        raise ValueError(f"save_gltf: fps must be positive, got {fps}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not fps > 0:
+        raise ValueError(f"save_gltf: fps must be a finite number > 0, got {fps!r}")
     if not bool(torch.isfinite(motion).all()):
         raise ValueError("save_gltf: the motion has NaN or infinite values")
     offsets = character.offsets.detach().cpu().double()
