@@ -97,9 +97,11 @@ MOMENTUM_HD Vec3<T> quat_rotate(Quat<T> q, Vec3<T> v) {
   return v + T(2) * (q.w * uv + uuv);
 }
 
-// q / |q|. Pre-rotations are normalised where they are used, in the forward
-// and in the backward alike, so that both passes see the same rotation (the
-// backward's peeling of rotations assumes unit quaternions). A zero
+// q / |q|. Pre-rotations are normalised once per call on the CPU (per block
+// or per problem on the GPU) before the per-joint steps below, which take
+// them as unit quaternions: the forward and the backward then see the same
+// rotation (the backward's peeling of rotations assumes unit length), and
+// the sequential chain of joints carries no extra square root. A zero
 // quaternion gives NaN.
 MOMENTUM_HD float sqrt_(float x) {
 #if defined(__CUDA_ARCH__)
@@ -261,8 +263,8 @@ MOMENTUM_HD double exp2_(double x) {
 #endif
 }
 
-// Local transform of a joint from its 7 parameters, offset and pre-rotation:
-// t = offset + (tx, ty, tz), q = q_pre * qz * qy * qx, s = 2^log2s.
+// Local transform of a joint from its 7 parameters, offset and (unit)
+// pre-rotation: t = offset + (tx, ty, tz), q = q_pre * qz * qy * qx, s = 2^log2s.
 template <typename T>
 MOMENTUM_HD Transform<T> local_transform(
     const T* joint_parameters,
@@ -271,8 +273,18 @@ MOMENTUM_HD Transform<T> local_transform(
   const T* p = joint_parameters;
   const EulerQuats<T> e = euler_quats(p[3], p[4], p[5]);
   const Quat<T> q = quat_multiply_x(
-      quat_multiply_y(quat_multiply_z(quat_normalize(pre_rotation), e.z), e.y), e.x);
+      quat_multiply_y(quat_multiply_z(pre_rotation, e.z), e.y), e.x);
   return {offset + Vec3<T>{p[0], p[1], p[2]}, q, exp2_(p[6])};
+}
+
+// Normalises one xyzw quaternion in place.
+template <typename T>
+MOMENTUM_HD void normalize_quaternion_at(T* q) {
+  const Quat<T> unit = quat_normalize(load_quat(q));
+  q[0] = unit.x;
+  q[1] = unit.y;
+  q[2] = unit.z;
+  q[3] = unit.w;
 }
 
 // ------------------------------------------------------------- FK backward
@@ -353,7 +365,7 @@ MOMENTUM_HD JointMotions<T> joint_motions(
   const Quat<T> q_before_x = quat_multiply_x(state.q, quat_conjugate(e.x));
   const Quat<T> q_before_y = quat_multiply_y(q_before_x, quat_conjugate(e.y));
   const Quat<T> q_before_z = quat_multiply_z(q_before_y, quat_conjugate(e.z));
-  const Quat<T> q_parent = quat_multiply(q_before_z, quat_conjugate(quat_normalize(pre_rotation)));
+  const Quat<T> q_parent = quat_multiply(q_before_z, quat_conjugate(pre_rotation));
   const T s_parent = state.s / exp2_(p[6]);
   JointMotions<T> m;
   // Each Euler angle turns about its elementary axis carried by the rotations before it.

@@ -6,9 +6,21 @@
 #include <torch/csrc/stable/library.h>
 
 #include <tuple>
+#include <vector>
 
 namespace momentum_ops {
 namespace {
+
+// The pre-rotations as unit quaternions, once per call (math.h: quat_normalize).
+template <typename T>
+std::vector<T> unit_pre_rotations(const Tensor& pre_rotations, int64_t joints) {
+  const T* pre = static_cast<const T*>(pre_rotations.const_data_ptr());
+  std::vector<T> unit(pre, pre + 4 * joints);
+  for (int64_t j = 0; j < joints; ++j) {
+    normalize_quaternion_at(unit.data() + 4 * j);
+  }
+  return unit;
+}
 
 // Items per parallel task: enough to amortise scheduling for small skeletons.
 int64_t grain_size(int64_t joints) {
@@ -19,7 +31,8 @@ template <typename T>
 void fk_forward_cpu_impl(const FkForwardArgs& args, Tensor& out) {
   const T* jp = static_cast<const T*>(args.joint_parameters.const_data_ptr());
   const T* offsets = static_cast<const T*>(args.offsets.const_data_ptr());
-  const T* pre_rotations = static_cast<const T*>(args.pre_rotations.const_data_ptr());
+  const std::vector<T> unit_pre = unit_pre_rotations<T>(args.pre_rotations, args.joints);
+  const T* pre_rotations = unit_pre.data();
   T* state = static_cast<T*>(out.mutable_data_ptr());
   const int32_t* topology = args.topology.data();
   const int64_t J = args.joints;
@@ -47,7 +60,8 @@ template <typename T>
 void fk_backward_cpu_impl(const FkBackwardArgs& args, Tensor& grad_jp) {
   const T* jp = static_cast<const T*>(args.joint_parameters.const_data_ptr());
   const T* offsets = static_cast<const T*>(args.offsets.const_data_ptr());
-  const T* pre_rotations = static_cast<const T*>(args.pre_rotations.const_data_ptr());
+  const std::vector<T> unit_pre = unit_pre_rotations<T>(args.pre_rotations, args.joints);
+  const T* pre_rotations = unit_pre.data();
   const T* state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
   const T* grad_state = static_cast<const T*>(args.grad_skeleton_state.const_data_ptr());
   T* grad = static_cast<T*>(grad_jp.mutable_data_ptr());

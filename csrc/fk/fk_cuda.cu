@@ -113,6 +113,11 @@ __global__ void __launch_bounds__(kThreads) fk_forward_kernel(const __grid_const
       __pipeline_wait_prior(0);
     }
     __syncthreads();
+    // Unit pre-rotations, once per tile for all the block's items.
+    if (tid < tile_joints) {
+      normalize_quaternion_at(skeleton_tile(tile) + 7 * tid + 3);
+    }
+    __syncthreads();
     if (tid < items) {
       const T* my_params = param_tile(tile) + tid * Tile::param_stride;
       const T* skeleton = skeleton_tile(tile);
@@ -212,6 +217,10 @@ __global__ void __launch_bounds__(kThreads) fk_backward_kernel(const __grid_cons
       __pipeline_wait_prior(1);
     } else {
       __pipeline_wait_prior(0);
+    }
+    __syncthreads();
+    if (tid < tile_joints) {
+      normalize_quaternion_at(skeleton_tile(order) + 7 * tid + 3);
     }
     __syncthreads();
     if (tid < items) {

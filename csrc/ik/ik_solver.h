@@ -139,8 +139,8 @@ struct IkControl {
 // Scratch of one problem, in elements of T (ints are stored in T-sized slots
 // so one allocation serves both).
 struct IkScratchLayout {
-  int64_t theta, trial, jp, states, hessian, saved_hessian, gradient, step, columns, motions, touched,
-      chain, chain_position, total;
+  int64_t theta, trial, jp, states, pre_rotations, hessian, saved_hessian, gradient, step, columns, motions,
+      touched, chain, chain_position, total;
 
   MOMENTUM_HD IkScratchLayout(int joints, int params, int active) {
     const int64_t packed = int64_t(active) * (active + 1) / 2;
@@ -154,6 +154,7 @@ struct IkScratchLayout {
     trial = take(params);
     jp = take(int64_t(7) * joints);
     states = take(int64_t(8) * joints);
+    pre_rotations = take(int64_t(4) * joints);  // unit quaternions (math.h: quat_normalize)
     hessian = take(packed);
     saved_hessian = take(packed);
     gradient = take(active);
@@ -192,6 +193,7 @@ class IkSolver {
     trial_ = scratch + layout_.trial;
     jp_ = scratch + layout_.jp;
     states_ = scratch + layout_.states;
+    pre_ = scratch + layout_.pre_rotations;
     hessian_ = fast_hessian != nullptr ? fast_hessian : scratch + layout_.hessian;
     saved_ = scratch + layout_.saved_hessian;
     gradient_ = scratch + layout_.gradient;
@@ -201,7 +203,11 @@ class IkSolver {
     touched_ = reinterpret_cast<int*>(scratch + layout_.touched);
     chain_ = reinterpret_cast<int*>(scratch + layout_.chain);
     chain_position_ = reinterpret_cast<int*>(scratch + layout_.chain_position);
-    x_.for_each(m_.joints, [&](int j) { chain_position_[j] = -1; });
+    x_.for_each(m_.joints, [&](int j) {
+      chain_position_[j] = -1;
+      for (int c = 0; c < 4; ++c) pre_[4 * j + c] = m_.pre_rotations[4 * j + c];
+      normalize_quaternion_at(pre_ + 4 * j);
+    });
     x_.sync();
   }
 
@@ -438,7 +444,7 @@ class IkSolver {
       x_.for_each(m_.level_start[level + 1] - first, [&](int e) {
         const int j = m_.fk_order[first + e];
         Transform<T> global = local_transform(
-            jp_ + 7 * j, load_vec3(m_.offsets + 3 * j), load_quat(m_.pre_rotations + 4 * j));
+            jp_ + 7 * j, load_vec3(m_.offsets + 3 * j), load_quat(pre_ + 4 * j));
         const int parent = topology_parent(m_.topology[j]);
         if (parent >= 0) {
           global = compose(load_state(states_ + 8 * parent), global);
@@ -555,7 +561,7 @@ class IkSolver {
       const int a = chain_[i];
       const Transform<T> state = load_state(states_ + 8 * a);
       const JointMotions<T> mo =
-          joint_motions(jp_ + 7 * a, load_vec3(m_.offsets + 3 * a), load_quat(m_.pre_rotations + 4 * a), state);
+          joint_motions(jp_ + 7 * a, load_vec3(m_.offsets + 3 * a), load_quat(pre_ + 4 * a), state);
       T* out = motions_ + 21 * i;
       const Vec3<T> arm = point - state.t;
       for (int k = 0; k < 3; ++k) {
@@ -786,7 +792,7 @@ class IkSolver {
   const IkProblem<T>& pr_;
   IkControl<T>* c_;
   IkScratchLayout layout_;
-  T *theta_, *trial_, *jp_, *states_, *hessian_, *saved_, *gradient_, *step_, *columns_, *motions_;
+  T *theta_, *trial_, *jp_, *states_, *pre_, *hessian_, *saved_, *gradient_, *step_, *columns_, *motions_;
   int *touched_, *chain_, *chain_position_;
 };
 
