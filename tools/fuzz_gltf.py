@@ -18,7 +18,6 @@ Python's own random mutation (no atheris): reproducible from --seed.
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import glob
 import json
