@@ -42,7 +42,7 @@ from .fk import (  # noqa: E402
 )
 from .ik import IKResult, position_residuals_and_jacobian, solve_ik  # noqa: E402
 from .mesh import compute_vertex_normals  # noqa: E402
-from .skinning import skin_points  # noqa: E402
+from .skinning import skin_blended_points, skin_points  # noqa: E402
 
 __all__ = [
     "BUILD_INFO",
@@ -57,6 +57,7 @@ __all__ = [
     "quaternion",
     "skel_state",
     "skeleton_state_to_joint_parameters",
+    "skin_blended_points",
     "skin_points",
     "solve_ik",
 ]

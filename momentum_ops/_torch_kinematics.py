@@ -95,6 +95,18 @@ def skin_points(skeleton_state, inverse_bind_pose, rest_points, skin_indices, sk
     return (skin_weights[..., None] * moved).sum(-2)
 
 
+def blend_points(rest_points, blend_shapes, blend_weights):
+    """rest + sum_s w[..., s] * shapes[s]: [V, 3] -> [..., V, 3]."""
+    return rest_points + torch.einsum("...s,svc->...vc", blend_weights, blend_shapes)
+
+
+def skin_blended_points(skeleton_state, inverse_bind_pose, rest_points, blend_shapes, blend_weights,
+                        skin_indices, skin_weights):
+    """Skinning of blended rest points (materialised here; the op does not)."""
+    points = blend_points(rest_points, blend_shapes, blend_weights)
+    return skin_points(skeleton_state, inverse_bind_pose, points, skin_indices, skin_weights)
+
+
 def fk_backward(grad_skeleton_state, joint_parameters, parents, offsets, pre_rotations, skeleton_state):
     """The FK backward op's value, differentiably: the vector-Jacobian product
     of the FK above (the given skeleton_state is its forward, recomputed here)."""
@@ -113,3 +125,11 @@ def skin_backward(grad_points, skeleton_state, inverse_bind_pose, rest_points, s
                                                                                   skin_weights)]
         points = skin_points(inputs[0], inverse_bind_pose, inputs[1], skin_indices, inputs[2])
         return torch.autograd.grad(points, inputs, grad_points, create_graph=True)
+
+
+def skin_blended_backward(grad_points, skeleton_state, inverse_bind_pose, rest_points, blend_shapes,
+                          blend_weights, skin_indices, skin_weights):
+    """The blended skinning backward op's value, differentiably: gradients of
+    the state, of the blended points [..., V, 3] and of the skin weights."""
+    points = blend_points(rest_points, blend_shapes, blend_weights)
+    return skin_backward(grad_points, skeleton_state, inverse_bind_pose, points, skin_indices, skin_weights)

@@ -36,17 +36,20 @@ class Character(torch.nn.Module):
     ``faces``                 ``[F, 3]`` int64 triangles
     ``skin_indices``          ``[V, K]`` int64 joints influencing each vertex
     ``skin_weights``          ``[V, K]``      their weights (0 for an unused slot)
+    ``blend_shapes``          ``[S, V, 3]``   vertex offsets: rest + sum_s w_s * blend_shapes[s]
     ========================= =============== =========================================
 
-    and the lists ``joint_names`` (J) and ``parameter_names`` (P). Every argument
-    but the skeleton is optional: by default every joint parameter is a model
-    parameter (``P = 7J``, identity transform), there are no limits, the bind
-    pose is the rest pose (all parameters zero), and there is no mesh.
+    and the lists ``joint_names`` (J), ``parameter_names`` (P) and
+    ``blend_shape_names`` (S). Every argument but the skeleton is optional: by
+    default every joint parameter is a model parameter (``P = 7J``, identity
+    transform), there are no limits, the bind pose is the rest pose (all
+    parameters zero), and there is no mesh and no blend shape.
     """
 
     joint_names: List[str]
     parameter_names: List[str]
-    __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices"]
+    blend_shape_names: List[str]
+    __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices", "num_blend_shapes"]
 
     def __init__(
         self,
@@ -63,6 +66,8 @@ class Character(torch.nn.Module):
         faces: Optional[torch.Tensor] = None,
         skin_indices: Optional[torch.Tensor] = None,
         skin_weights: Optional[torch.Tensor] = None,
+        blend_shapes: Optional[torch.Tensor] = None,
+        blend_shape_names: Optional[Sequence[str]] = None,
     ):
         super().__init__()
         if offsets is None or pre_rotations is None or parents is None:
@@ -137,9 +142,21 @@ class Character(torch.nn.Module):
         )
         _check(bool(((skin_indices >= 0) & (skin_indices < J)).all()), f"Character: skin_indices must be joint indices in [0, {J})")
         skin_weights = floating(skin_weights, "skin_weights", tuple(skin_indices.shape))
+        if blend_shapes is None:
+            blend_shapes = torch.zeros(0, V, 3, dtype=dtype)
+        blend_shapes = torch.as_tensor(blend_shapes)
+        _check(blend_shapes.dim() == 3, f"Character: blend_shapes must have shape [S, {V}, 3], got {list(blend_shapes.shape)}")
+        blend_shapes = floating(blend_shapes, "blend_shapes", (blend_shapes.shape[0], V, 3))
+        S = blend_shapes.shape[0]
+        if blend_shape_names is None:
+            blend_shape_names = [f"blend_shape_{s}" for s in range(S)]
+        blend_shape_names = list(blend_shape_names)
+        _check(all(isinstance(n, str) for n in blend_shape_names), "Character: blend_shape_names must be strings")
+        _check(len(blend_shape_names) == S, f"Character: {len(blend_shape_names)} blend shape names for {S} blend shapes")
 
         self.joint_names = list(joint_names)
         self.parameter_names = list(parameter_names)
+        self.blend_shape_names = blend_shape_names
         self.register_buffer("parents", parents)
         self.register_buffer("offsets", offsets)
         self.register_buffer("pre_rotations", pre_rotations)
@@ -151,6 +168,7 @@ class Character(torch.nn.Module):
         self.register_buffer("faces", faces)
         self.register_buffer("skin_indices", skin_indices)
         self.register_buffer("skin_weights", skin_weights)
+        self.register_buffer("blend_shapes", blend_shapes)
 
     # The topology stays on the CPU (see the module docstring).
     def _apply(self, fn, recurse=True):
@@ -171,6 +189,10 @@ class Character(torch.nn.Module):
     def num_vertices(self) -> int:
         return int(self.rest_vertices.shape[0])
 
+    @property
+    def num_blend_shapes(self) -> int:
+        return len(self.blend_shape_names)
+
     def model_parameters_to_joint_parameters(self, model_parameters: torch.Tensor) -> torch.Tensor:
         """``[..., P]`` -> flat joint parameters ``[..., J*7]``."""
         if model_parameters is None:
@@ -189,20 +211,41 @@ class Character(torch.nn.Module):
             joint_parameters, self.parents, self.offsets, self.pre_rotations
         )
 
-    def skin(self, skeleton_state: torch.Tensor, rest_points: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Posed vertices ``[..., V, 3]`` from a skeleton state ``[..., J, 8]``;
-        ``rest_points`` overrides the rest vertices (``[V, 3]`` or ``[..., V, 3]``)."""
+    def skin(
+        self,
+        skeleton_state: torch.Tensor,
+        blend_weights: Optional[torch.Tensor] = None,
+        rest_points: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Posed vertices ``[..., V, 3]`` from a skeleton state ``[..., J, 8]``.
+
+        ``blend_weights [..., S]`` (batch dims of the state) adds the blend
+        shapes to the rest vertices, in the same op as the skinning; without
+        it the rest vertices are used as they are (all weights zero).
+        ``rest_points`` overrides the rest vertices (``[V, 3]``, or
+        ``[..., V, 3]`` when there are no blend weights)."""
         if skeleton_state is None:
             raise ValueError("Character.skin: skeleton_state must be a tensor, got None")
         points = self.rest_vertices if rest_points is None else rest_points
-        return torch.ops.momentum.skin_points(
-            skeleton_state, self.inverse_bind_pose, points, self.skin_indices, self.skin_weights
+        if blend_weights is None:
+            return torch.ops.momentum.skin_points(
+                skeleton_state, self.inverse_bind_pose, points, self.skin_indices, self.skin_weights
+            )
+        if blend_weights.shape[-1:] != self.blend_shapes.shape[:1]:
+            raise ValueError(
+                f"Character.skin: blend_weights must have shape [..., {self.blend_shapes.shape[0]}] for the "
+                f"character's {self.blend_shapes.shape[0]} blend shapes, got {list(blend_weights.shape)}"
+            )
+        return torch.ops.momentum.skin_blended_points(
+            skeleton_state, self.inverse_bind_pose, points, self.blend_shapes, blend_weights,
+            self.skin_indices, self.skin_weights
         )
 
-    def forward(self, model_parameters: torch.Tensor) -> torch.Tensor:
-        """Model parameters ``[..., P]`` -> posed vertices ``[..., V, 3]``."""
+    def forward(self, model_parameters: torch.Tensor, blend_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Model parameters ``[..., P]`` (and blend weights ``[..., S]``) ->
+        posed vertices ``[..., V, 3]``."""
         joint_parameters = self.model_parameters_to_joint_parameters(model_parameters)
-        return self.skin(self.joint_parameters_to_skeleton_state(joint_parameters))
+        return self.skin(self.joint_parameters_to_skeleton_state(joint_parameters), blend_weights)
 
     @torch.jit.unused
     def rest_skeleton_state(self) -> torch.Tensor:
@@ -214,7 +257,7 @@ class Character(torch.nn.Module):
         return (
             f"joints={len(self.joint_names)}, parameters={len(self.parameter_names)}, "
             f"vertices={self.rest_vertices.shape[0]}, faces={self.faces.shape[0]}, "
-            f"influences={self.skin_indices.shape[1]}"
+            f"influences={self.skin_indices.shape[1]}, blend_shapes={self.blend_shapes.shape[0]}"
         )
 
 

@@ -113,9 +113,12 @@ def slerp(a, b, u):
     return (math.sin((1 - u) * theta) * a + math.sin(u * theta) * b) / math.sin(theta)
 
 
-def sample(g, sampler, t, path):
+def sample(g, sampler, t, path, width=None):
+    """One channel at time t; `width` morph weights per keyframe for weights."""
     keys = g.accessor(sampler["input"])[:, 0]
     values = g.accessor(sampler["output"])
+    if width is not None:
+        values = values.reshape(-1, width)
     mode = sampler.get("interpolation", "LINEAR")
     if mode == "CUBICSPLINE":
         a, v, b = values[0::3], values[1::3], values[2::3]
@@ -201,6 +204,58 @@ def skinned_vertices(g, animation=None, t=0.0):
             skin_matrix = np.einsum("vk,vkij->vij", weights, np.asarray(joint_matrices)[joints])
             homogeneous = np.concatenate([pos, np.ones((len(pos), 1))], axis=1)
             out.append(np.einsum("vij,vj->vi", skin_matrix, homogeneous)[:, :3])
+    return np.concatenate(out)
+
+
+def morph_weights(g, node_index, animation=None, t=0.0):
+    """A mesh node's morph weights at time t: its weights channel if the
+    animation has one, else node.weights, else mesh.weights, else zeros."""
+    node = g.nodes[node_index]
+    mesh = g.json["meshes"][node["mesh"]]
+    count = len(mesh["primitives"][0].get("targets", []))
+    weights = np.asarray(node.get("weights", mesh.get("weights", [0.0] * count)), float)
+    if animation is not None:
+        anim = g.json["animations"][animation]
+        for channel in anim["channels"]:
+            if channel["target"].get("node") == node_index and channel["target"]["path"] == "weights":
+                weights = sample(g, anim["samplers"][channel["sampler"]], t, "weights", width=count)
+    return weights
+
+
+def posed_vertices(g, animation=None, t=0.0):
+    """World-space vertices of every mesh node at time t (node order,
+    primitive order): morphed positions (POSITION + sum_i w_i * target_i),
+    then skinned, or moved by the node's world matrix when there is no skin."""
+    world = world_matrices(g, node_matrices(g, animation, t))
+    out = []
+    for n, node in enumerate(g.nodes):
+        if "mesh" not in node:
+            continue
+        weights = morph_weights(g, n, animation, t)
+        if "skin" in node:
+            skin = g.json["skins"][node["skin"]]
+            ibm = (g.accessor(skin["inverseBindMatrices"]) if "inverseBindMatrices" in skin
+                   else np.repeat(np.eye(4)[None], len(skin["joints"]), 0))
+            joint_matrices = np.asarray([world[j] @ ibm[i] for i, j in enumerate(skin["joints"])])
+        for prim in g.json["meshes"][node["mesh"]]["primitives"]:
+            attrs = prim["attributes"]
+            pos = g.accessor(attrs["POSITION"]).copy()
+            for i, target in enumerate(prim.get("targets", [])):
+                if "POSITION" in target:
+                    pos += weights[i] * g.accessor(target["POSITION"])
+            homogeneous = np.concatenate([pos, np.ones((len(pos), 1))], axis=1)
+            if "skin" in node:
+                joints, jweights = [], []
+                k = 0
+                while f"JOINTS_{k}" in attrs:
+                    joints.append(g.accessor(attrs[f"JOINTS_{k}"]))
+                    jweights.append(g.accessor(attrs[f"WEIGHTS_{k}"]))
+                    k += 1
+                joints, jweights = np.concatenate(joints, 1).astype(int), np.concatenate(jweights, 1)
+                matrices = np.einsum("vk,vkij->vij", jweights, joint_matrices[joints])
+                out.append(np.einsum("vij,vj->vi", matrices, homogeneous)[:, :3])
+            else:
+                out.append((homogeneous @ world[n].T)[:, :3])
     return np.concatenate(out)
 
 

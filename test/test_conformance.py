@@ -73,6 +73,16 @@ def skin_backward_args(batch, g):
     return [torch.randn(batch, 11, 3, generator=g, dtype=torch.float64)] + args
 
 
+def blended_args(batch, g):
+    state, ibp, rest, indices, weights = skin_args(batch, g)
+    shapes = torch.randn(4, 11, 3, generator=g, dtype=torch.float64)
+    return [state, ibp, rest, shapes, torch.randn(batch, 4, generator=g, dtype=torch.float64), indices, weights]
+
+
+def blended_backward_args(batch, g):
+    return [torch.randn(batch, 11, 3, generator=g, dtype=torch.float64)] + blended_args(batch, g)
+
+
 def ik_model(g):
     parents, offsets, pre = random_skeleton(JOINTS, g, roots=1)
     transform = torch.eye(PARAMS, dtype=torch.float64)
@@ -119,6 +129,8 @@ TABLE = [
     Row("joint_parameters_to_skeleton_state_backward", fk_backward_args, batched=[0, 1, 5], grad=[0, 1, 3]),
     Row("skin_points", skin_args, batched=[0], grad=[0, 2, 4]),
     Row("skin_points_backward", skin_backward_args, batched=[0, 1], grad=[0, 1, 3, 5]),
+    Row("skin_blended_points", blended_args, batched=[0, 4], grad=[0, 2, 3, 4, 6]),
+    Row("skin_blended_points_backward", blended_backward_args, batched=[0, 1, 5], grad=[0, 1, 3, 4, 5, 7]),
     Row("ik_solve", ik_args, batched=[0, 10, 11, 14, 15, 17], grad=[10, 11, 14, 15, 17], float32_outputs=[0, 2],
         float32_tolerance=2e-2),
     Row("ik_solve_backward", ik_backward_args, batched=[0, 1, 11, 12, 15, 16, 18]),

@@ -253,16 +253,30 @@ def test_joint_bound_by_two_skins_with_different_binds_is_refused(tmp_path):
         load_gltf(path)
 
 
-def test_morph_targets_are_ignored_with_a_warning(tmp_path):
+def test_morph_targets_of_a_skinned_mesh_are_blend_shapes(tmp_path):
+    """A morph target on a skinned mesh: morphed first, then skinned (the
+    spec's order), with the mesh's default weight."""
     def edit(doc):
         count = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]["count"]
-        doc["meshes"][0]["primitives"][0]["targets"] = [{"POSITION": add_buffer(doc, [0.1] * 3 * count, "VEC3", count)}]
+        offsets = [0.1 * ((i % 7) - 3) for i in range(3 * count)]
+        doc["meshes"][0]["primitives"][0]["targets"] = [{"POSITION": add_buffer(doc, offsets, "VEC3", count)}]
+        doc["meshes"][0]["weights"] = [0.7]
 
     path = edited_simple_skin(tmp_path, edit)
-    with pytest.warns(UserWarning, match="morph targets are ignored"):
-        character = load_gltf(path, dtype=torch.float64)
-    expected = ref.skinned_vertices(ref.Gltf(SIMPLE_SKIN))
-    np.testing.assert_allclose(posed_vertices(character, load_gltf_motion(path, character, None))[0].numpy(), expected, atol=1e-9)
+    character = load_gltf(path, dtype=torch.float64)
+    assert character.num_blend_shapes == 1
+    weights = momentum_ops.io.load_gltf_blend_weights(path, character, animation=None)
+    assert weights.tolist() == [[0.7]]
+    g = ref.Gltf(path)
+    rest = load_gltf_motion(path, character, None)
+    np.testing.assert_allclose(character.skin(character.joint_parameters_to_skeleton_state(rest), weights)[0].numpy(),
+                               ref.posed_vertices(g), atol=1e-9)
+    times = ref.keyframe_times(g, 0)
+    motion = load_gltf_motion(path, character, 0)
+    posed = character.skin(character.joint_parameters_to_skeleton_state(motion),
+                           momentum_ops.io.load_gltf_blend_weights(path, character, 0)).numpy()
+    for f, t in enumerate(times):
+        np.testing.assert_allclose(posed[f], ref.posed_vertices(g, 0, t), atol=1e-6)
 
 
 def test_errors_name_what_is_wrong(tmp_path):
@@ -276,8 +290,9 @@ def test_errors_name_what_is_wrong(tmp_path):
     other = load_gltf(os.path.join(ASSETS, "RiggedSimple", "RiggedSimple.glb"))
     with pytest.raises(ValueError, match="do not match the character"):
         load_gltf_motion(SIMPLE_SKIN, other, 0)
-    no_skin = edited_simple_skin(tmp_path, lambda doc: (doc.pop("skins"), doc["nodes"][0].pop("skin")), "noskin.gltf")
-    with pytest.raises(GltfError, match="no skins"):
-        load_gltf(no_skin)
+    nothing = edited_simple_skin(tmp_path, lambda doc: (doc.pop("skins"), doc["nodes"][0].pop("skin"),
+                                                        doc["nodes"][0].pop("mesh")), "nothing.gltf")
+    with pytest.raises(GltfError, match="no skin and no mesh"):
+        load_gltf(nothing)
     with pytest.raises(ValueError, match="fps must be a finite number > 0, got 0"):
         save_gltf(str(tmp_path / "x.glb"), character, torch.zeros(2, 2, 7), fps=0)

@@ -218,7 +218,7 @@ CONTAINERS = [
     ("bin_first.glb", glb(b'{"asset":{"version":"2.0"}}', chunk_type=0x004E4942), "first GLB chunk must be the JSON"),
     ("chunk_past.glb", b"glTF" + struct.pack("<II", 2, 40) + struct.pack("<II", 1000, 0x4E4F534A) + b"{}" * 10,
      "runs past the declared length"),
-    ("noskin.gltf", b'{"asset": {"version": "2.0"}, "nodes": [{}]}', "no skins"),
+    ("noskin.gltf", b'{"asset": {"version": "2.0"}, "nodes": [{}]}', "no skin and no mesh"),
 ]
 
 

@@ -442,6 +442,30 @@ MOMENTUM_HD Affine<T> skinning_matrix(const Transform<T>& state, const T* ibp) {
   return a;
 }
 
+// The rest points of one item: shared [V, 3] points (or the item's own),
+// plus blend shapes [S, V, 3] weighted by the item's S blend weights, summed
+// per vertex as it is read, so [..., V, 3] blended shapes never exist.
+template <typename T>
+struct RestPoints {
+  const T* points;
+  const T* blend_shapes;  // [S, V, 3], unused when count is 0
+  const T* blend_weights;  // [S] of this item
+  int64_t count;
+  int64_t vertices;
+
+  MOMENTUM_HD Vec3<T> operator()(int64_t v) const {
+    Vec3<T> p = load_vec3(points + 3 * v);
+    for (int64_t s = 0; s < count; ++s) {
+      const T w = blend_weights[s];
+      const T* d = blend_shapes + (s * vertices + v) * 3;
+      p.x += w * d[0];
+      p.y += w * d[1];
+      p.z += w * d[2];
+    }
+    return p;
+  }
+};
+
 template <typename T>
 MOMENTUM_HD Vec3<T> affine_apply(const T* a, Vec3<T> x) {
   return {a[0] * x.x + a[1] * x.y + a[2] * x.z + a[3],

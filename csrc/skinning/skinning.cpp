@@ -54,6 +54,7 @@ SkinArgs check_skin(
   check_shape(op, "skin_weights", skin_weights, {args.vertices, args.influences},
               "[V, K] like skin_indices");
 
+  args.per_item_rest_grad = args.batched_points;
   args.skeleton_state = as_contiguous(skeleton_state);
   args.inverse_bind_pose = as_contiguous(inverse_bind_pose);
   args.rest_points = as_contiguous(rest_points);
@@ -72,6 +73,35 @@ SkinArgs check_skin(
       }
     }
   }
+  return args;
+}
+
+SkinArgs check_blended_skin(
+    const char* op,
+    const Tensor& skeleton_state,
+    const Tensor& inverse_bind_pose,
+    const Tensor& rest_points,
+    const Tensor& blend_shapes,
+    const Tensor& blend_weights,
+    const Tensor& skin_indices,
+    const Tensor& skin_weights) {
+  check_like(op, "rest_points", rest_points, "skeleton_state", skeleton_state);
+  MOMENTUM_CHECK(
+      rest_points.dim() == 2, op, ": rest_points must have shape [V, 3] (the blend makes them per item), got ",
+      shape_string(rest_points));
+  SkinArgs args = check_skin(op, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+  check_like(op, "blend_shapes", blend_shapes, "skeleton_state", skeleton_state);
+  MOMENTUM_CHECK(
+      blend_shapes.dim() == 3 && blend_shapes.size(1) == args.vertices && blend_shapes.size(2) == 3, op,
+      ": blend_shapes must have shape [S, V, 3] with V = ", args.vertices, " (from rest_points), got ",
+      shape_string(blend_shapes));
+  args.shapes = blend_shapes.size(0);
+  check_like(op, "blend_weights", blend_weights, "skeleton_state", skeleton_state);
+  check_shape(op, "blend_weights", blend_weights, concat(args.batch_shape, {args.shapes}),
+              "[..., S] with the batch dims of skeleton_state and S from blend_shapes");
+  args.blend_shapes = as_contiguous(blend_shapes);
+  args.blend_weights = as_contiguous(blend_weights);
+  args.per_item_rest_grad = true;
   return args;
 }
 
@@ -98,4 +128,15 @@ STABLE_TORCH_LIBRARY_FRAGMENT(momentum, m) {
   m.def(
       "skin_points_backward(Tensor grad_points, Tensor skeleton_state, Tensor inverse_bind_pose, "
       "Tensor rest_points, Tensor skin_indices, Tensor skin_weights) -> (Tensor, Tensor, Tensor)");
+  // The same with rest points rest_points + sum_s blend_weights[..., s] * blend_shapes[s],
+  // blended per vertex inside the kernel. The backward returns the gradient of
+  // the blended points [..., V, 3] in the middle; autograd takes it on to the
+  // rest points, blend shapes and blend weights.
+  m.def(
+      "skin_blended_points(Tensor skeleton_state, Tensor inverse_bind_pose, Tensor rest_points, "
+      "Tensor blend_shapes, Tensor blend_weights, Tensor skin_indices, Tensor skin_weights) -> Tensor");
+  m.def(
+      "skin_blended_points_backward(Tensor grad_points, Tensor skeleton_state, Tensor inverse_bind_pose, "
+      "Tensor rest_points, Tensor blend_shapes, Tensor blend_weights, Tensor skin_indices, "
+      "Tensor skin_weights) -> (Tensor, Tensor, Tensor)");
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "../common/checks.h"
+#include "../common/math.h"
 
 namespace momentum_ops {
 
@@ -12,12 +13,29 @@ struct SkinArgs {
   Tensor rest_points;  // contiguous [V, 3] or [B..., V, 3]
   Tensor skin_indices;  // contiguous [V, K], int32 or int64
   Tensor skin_weights;  // contiguous [V, K]
+  Tensor blend_shapes;  // contiguous [S, V, 3] (skin_blended_points only)
+  Tensor blend_weights;  // contiguous [B..., S] (skin_blended_points only)
   std::vector<int64_t> batch_shape;
   int64_t batch = 0;
   int64_t joints = 0;
   int64_t vertices = 0;
   int64_t influences = 0;
+  int64_t shapes = 0;  // S blend shapes
   bool batched_points = false;  // rest_points has the batch dims
+  // The backward's rest-point gradient is per item ([B..., V, 3]): per-item
+  // rest points, or blended ones (their gradient goes on to the blend).
+  bool per_item_rest_grad = false;
+
+  // The rest points of item b.
+  template <typename T>
+  RestPoints<T> rest(int64_t b) const {
+    const T* points = static_cast<const T*>(rest_points.const_data_ptr());
+    if (shapes == 0) {
+      return {points + (batched_points ? b * vertices * 3 : 0), nullptr, nullptr, 0, vertices};
+    }
+    return {points, static_cast<const T*>(blend_shapes.const_data_ptr()),
+            static_cast<const T*>(blend_weights.const_data_ptr()) + b * shapes, shapes, vertices};
+  }
 };
 
 // Validates shapes, dtypes, devices and (on the CPU) the index range.
@@ -26,6 +44,18 @@ SkinArgs check_skin(
     const Tensor& skeleton_state,
     const Tensor& inverse_bind_pose,
     const Tensor& rest_points,
+    const Tensor& skin_indices,
+    const Tensor& skin_weights);
+
+// skin_points of blended rest points: rest_points [V, 3], blend_shapes
+// [S, V, 3] and blend_weights [B..., S] on top of check_skin's checks.
+SkinArgs check_blended_skin(
+    const char* op,
+    const Tensor& skeleton_state,
+    const Tensor& inverse_bind_pose,
+    const Tensor& rest_points,
+    const Tensor& blend_shapes,
+    const Tensor& blend_weights,
     const Tensor& skin_indices,
     const Tensor& skin_weights);
 

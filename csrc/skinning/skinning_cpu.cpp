@@ -14,6 +14,8 @@ namespace {
 
 constexpr const char* kForward = "skin_points";
 constexpr const char* kBackward = "skin_points_backward";
+constexpr const char* kBlendedForward = "skin_blended_points";
+constexpr const char* kBlendedBackward = "skin_blended_points_backward";
 constexpr int64_t kVertexChunk = 2048;
 
 template <typename T>
@@ -35,7 +37,6 @@ template <typename T, typename I>
 void skin_forward_cpu_impl(const SkinArgs& args, Tensor& out) {
   std::vector<T> matrices;
   skinning_matrices<T>(args, matrices);
-  const T* rest = static_cast<const T*>(args.rest_points.const_data_ptr());
   const I* indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
   const T* weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
   T* points = static_cast<T*>(out.mutable_data_ptr());
@@ -47,9 +48,9 @@ void skin_forward_cpu_impl(const SkinArgs& args, Tensor& out) {
       const int64_t v0 = (task % chunks) * kVertexChunk;
       const int64_t v1 = std::min(V, v0 + kVertexChunk);
       const T* a = matrices.data() + b * J * kAffineSize;
-      const T* x = rest + (args.batched_points ? b * V * 3 : 0);
+      const RestPoints<T> rest = args.rest<T>(b);
       for (int64_t v = v0; v < v1; ++v) {
-        const Vec3<T> p = load_vec3(x + 3 * v);
+        const Vec3<T> p = rest(v);
         Vec3<T> y{T(0), T(0), T(0)};
         for (int64_t k = 0; k < K; ++k) {
           const T w = weights[v * K + k];
@@ -78,7 +79,6 @@ void skin_backward_cpu_impl(
   skinning_matrices<T>(args, matrices);
   const T* state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
   const T* ibp = static_cast<const T*>(args.inverse_bind_pose.const_data_ptr());
-  const T* rest = static_cast<const T*>(args.rest_points.const_data_ptr());
   const I* indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
   const T* weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
   const T* grad = static_cast<const T*>(grad_points.const_data_ptr());
@@ -89,7 +89,8 @@ void skin_backward_cpu_impl(
 
   const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(B, torch::stable::get_num_threads()));
   // Partial sums over the batch: grad of weights always, of rest points when shared.
-  const int64_t partial_size = V * K + (args.batched_points ? 0 : V * 3);
+  const bool per_item = args.per_item_rest_grad;
+  const int64_t partial_size = V * K + (per_item ? 0 : V * 3);
   std::vector<T> partials(size_t(tasks * partial_size), T(0));
   torch::stable::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> grad_a(size_t(J * kAffineSize));
@@ -99,10 +100,10 @@ void skin_backward_cpu_impl(
       for (int64_t b = B * task / tasks; b < B * (task + 1) / tasks; ++b) {
         std::fill(grad_a.begin(), grad_a.end(), T(0));
         const T* a = matrices.data() + b * J * kAffineSize;
-        const T* x = rest + (args.batched_points ? b * V * 3 : 0);
-        T* gx_out = args.batched_points ? g_rest + b * V * 3 : partial_x;
+        const RestPoints<T> rest = args.rest<T>(b);
+        T* gx_out = per_item ? g_rest + b * V * 3 : partial_x;
         for (int64_t v = 0; v < V; ++v) {
-          const Vec3<T> p = load_vec3(x + 3 * v);
+          const Vec3<T> p = rest(v);
           const Vec3<T> g = load_vec3(grad + (b * V + v) * 3);
           Vec3<T> gx{T(0), T(0), T(0)};
           for (int64_t k = 0; k < K; ++k) {
@@ -120,7 +121,7 @@ void skin_backward_cpu_impl(
               ga[4 * r + 3] += wg[r];
             }
           }
-          if (args.batched_points) {
+          if (per_item) {
             gx_out[3 * v] = gx.x;
             gx_out[3 * v + 1] = gx.y;
             gx_out[3 * v + 2] = gx.z;
@@ -147,7 +148,7 @@ void skin_backward_cpu_impl(
     }
     g_weights[i] = total;
   }
-  if (!args.batched_points) {
+  if (!per_item) {
     for (int64_t i = 0; i < V * 3; ++i) {
       T total = 0;
       for (int64_t t = 0; t < tasks; ++t) {
@@ -158,20 +159,36 @@ void skin_backward_cpu_impl(
   }
 }
 
-Tensor skin_forward_cpu(
-    Tensor skeleton_state,
-    Tensor inverse_bind_pose,
-    Tensor rest_points,
-    Tensor skin_indices,
-    Tensor skin_weights) {
-  const SkinArgs args = check_skin(
-      kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
+Tensor skin_forward(const SkinArgs& args) {
   Tensor out = torch::stable::new_empty(
       args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
   dispatch_skin(args, [&](auto t, auto i) {
     skin_forward_cpu_impl<decltype(t), decltype(i)>(args, out);
   });
   return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_backward(const char* op, const SkinArgs& args, const Tensor& grad_points) {
+  const Tensor grad = check_skin_grad(op, args, grad_points);
+  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
+  Tensor grad_rest = torch::stable::new_empty(
+      args.rest_points, args.per_item_rest_grad ? concat(args.batch_shape, {args.vertices, 3})
+                                                : args.rest_points.sizes());
+  Tensor grad_weights = torch::stable::new_empty(args.skin_weights, args.skin_weights.sizes());
+  dispatch_skin(args, [&](auto t, auto i) {
+    skin_backward_cpu_impl<decltype(t), decltype(i)>(args, grad, grad_state, grad_rest, grad_weights);
+  });
+  return {grad_state, grad_rest, grad_weights};
+}
+
+Tensor skin_forward_cpu(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  return skin_forward(
+      check_skin(kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights));
 }
 
 std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
@@ -181,16 +198,37 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
     Tensor rest_points,
     Tensor skin_indices,
     Tensor skin_weights) {
-  const SkinArgs args = check_skin(
-      kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
-  const Tensor grad = check_skin_grad(kBackward, args, grad_points);
-  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
-  Tensor grad_rest = torch::stable::new_empty(args.rest_points, args.rest_points.sizes());
-  Tensor grad_weights = torch::stable::new_empty(args.skin_weights, args.skin_weights.sizes());
-  dispatch_skin(args, [&](auto t, auto i) {
-    skin_backward_cpu_impl<decltype(t), decltype(i)>(args, grad, grad_state, grad_rest, grad_weights);
-  });
-  return {grad_state, grad_rest, grad_weights};
+  return skin_backward(
+      kBackward, check_skin(kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights),
+      grad_points);
+}
+
+Tensor skin_blended_forward_cpu(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  return skin_forward(check_blended_skin(kBlendedForward, skeleton_state, inverse_bind_pose, rest_points,
+                                         blend_shapes, blend_weights, skin_indices, skin_weights));
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cpu(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  return skin_backward(
+      kBlendedBackward,
+      check_blended_skin(kBlendedBackward, skeleton_state, inverse_bind_pose, rest_points, blend_shapes,
+                         blend_weights, skin_indices, skin_weights),
+      grad_points);
 }
 
 }  // namespace
@@ -199,4 +237,6 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
 STABLE_TORCH_LIBRARY_IMPL(momentum, CPU, m) {
   m.impl("skin_points", TORCH_BOX(&momentum_ops::skin_forward_cpu));
   m.impl("skin_points_backward", TORCH_BOX(&momentum_ops::skin_backward_cpu));
+  m.impl("skin_blended_points", TORCH_BOX(&momentum_ops::skin_blended_forward_cpu));
+  m.impl("skin_blended_points_backward", TORCH_BOX(&momentum_ops::skin_blended_backward_cpu));
 }

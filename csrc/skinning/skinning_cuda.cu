@@ -9,6 +9,8 @@
 //    the gradients of the batch-shared weights and rest points accumulate in
 //    registers over the group, then one atomic per value per block.
 //  * skinning_matrices_backward_kernel: dL/dA -> dL/dstate.
+// skin_blended_points runs the same kernels with the rest points blended per
+// vertex as they are read (RestPoints in math.h).
 // Skeletons too large for shared memory form A in global memory first
 // (skinning_matrices_kernel) and the kernels read it from there.
 // Skin indices are validated on the host before the kernels run (one small
@@ -31,6 +33,8 @@ namespace {
 
 constexpr const char* kForward = "skin_points";
 constexpr const char* kBackward = "skin_points_backward";
+constexpr const char* kBlendedForward = "skin_blended_points";
+constexpr const char* kBlendedBackward = "skin_blended_points_backward";
 constexpr int kThreads = 256;
 constexpr int kRegisterInfluences = 8;  // weight gradients kept in registers
 constexpr int kVerticesPerBlock = 1024;  // forward: 4 per thread
@@ -42,6 +46,8 @@ struct SkinParams {
   const T* inverse_bind_pose;
   const T* matrices;  // [B, J, 12] when they do not fit in shared memory
   const T* rest_points;
+  const T* blend_shapes;  // [S, V, 3]
+  const T* blend_weights;  // [B, S]
   const I* skin_indices;
   const T* skin_weights;
   const T* grad_points;  // backward
@@ -53,7 +59,9 @@ struct SkinParams {
   int64_t vertices;
   int joints;
   int influences;
+  int64_t shapes;
   bool batched_points;
+  bool per_item_rest_grad;  // grad_rest_points is [B, V, 3]
   int items_per_block;  // backward
   bool shared;  // matrices (and the backward's accumulator) in shared memory
 };
@@ -76,6 +84,14 @@ __device__ __forceinline__ const T* item_matrices(const SkinParams<T, I>& p, T* 
   }
   __syncthreads();
   return shared;
+}
+
+template <typename T, typename I>
+__device__ __forceinline__ RestPoints<T> item_rest(const SkinParams<T, I>& p, int64_t b) {
+  if (p.shapes == 0) {
+    return {p.rest_points + (p.batched_points ? b * p.vertices * 3 : 0), nullptr, nullptr, 0, p.vertices};
+  }
+  return {p.rest_points, p.blend_shapes, p.blend_weights + b * p.shapes, p.shapes, p.vertices};
 }
 
 template <typename T>
@@ -112,10 +128,10 @@ __global__ void __launch_bounds__(kThreads) skin_forward_kernel(const SkinParams
   const int64_t first = (blockIdx.x % chunks) * kVerticesPerBlock;
   const int64_t last = min(first + kVerticesPerBlock, V);
   const T* a = item_matrices(p, reinterpret_cast<T*>(shared_bytes), b);
-  const T* rest = p.rest_points + (p.batched_points ? b * V * 3 : 0);
+  const RestPoints<T> rest = item_rest(p, b);
   const int K = p.influences;
   for (int64_t v = first + threadIdx.x; v < last; v += blockDim.x) {
-    const Vec3<T> point{rest[3 * v], rest[3 * v + 1], rest[3 * v + 2]};
+    const Vec3<T> point = rest(v);
     Vec3<T> y{T(0), T(0), T(0)};
     for (int k = 0; k < K; ++k) {
       const int64_t j = int64_t(p.skin_indices[v * K + k]);
@@ -171,8 +187,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
     T* grad_a = p.shared ? accumulator : p.grad_matrices + b * J * kAffineSize;
     const T* a = item_matrices(p, matrices, b);
     if (valid) {
-      const T* x = p.rest_points + (p.batched_points ? b * V * 3 : 0) + 3 * v;
-      const Vec3<T> point{x[0], x[1], x[2]};
+      const Vec3<T> point = item_rest(p, b)(v);
       const T* gp = p.grad_points + (b * V + v) * 3;
       const Vec3<T> g{gp[0], gp[1], gp[2]};
       Vec3<T> grad_x{T(0), T(0), T(0)};
@@ -207,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
       for (int k = kRegisterInfluences; k < K; ++k) {
         atomicAdd(p.grad_weights + v * K + k, influence(k));
       }
-      if (p.batched_points) {
+      if (p.per_item_rest_grad) {
         T* gx = p.grad_rest_points + (b * V + v) * 3;
         gx[0] = grad_x.x;
         gx[1] = grad_x.y;
@@ -239,7 +254,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
         atomicAdd(p.grad_weights + v * K + k, grad_w_sum[k]);
       }
     }
-    if (!p.batched_points) {
+    if (!p.per_item_rest_grad) {
       atomicAdd(p.grad_rest_points + 3 * v, grad_x_sum.x);
       atomicAdd(p.grad_rest_points + 3 * v + 1, grad_x_sum.y);
       atomicAdd(p.grad_rest_points + 3 * v + 2, grad_x_sum.z);
@@ -300,6 +315,12 @@ SkinParams<T, I> make_params(const SkinArgs& args) {
   p.joints = int(args.joints);
   p.influences = int(args.influences);
   p.batched_points = args.batched_points;
+  p.per_item_rest_grad = args.per_item_rest_grad;
+  p.shapes = args.shapes;
+  if (args.shapes > 0) {
+    p.blend_shapes = static_cast<const T*>(args.blend_shapes.const_data_ptr());
+    p.blend_weights = static_cast<const T*>(args.blend_weights.const_data_ptr());
+  }
   return p;
 }
 
@@ -341,35 +362,86 @@ void set_shared_limit(Kernel kernel, size_t bytes, const char* op) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
 }
 
+// The callers hold a guard on the tensors' device.
+Tensor skin_forward(const char* op, const SkinArgs& args) {
+  const cudaStream_t stream = current_cuda_stream(args.skeleton_state);
+  Tensor out = torch::stable::new_empty(
+      args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
+  dispatch_skin(args, [&](auto t, auto i) {
+    using T = decltype(t);
+    using I = decltype(i);
+    validate_indices<I>(op, args, stream);
+    if (args.batch == 0 || args.vertices == 0) {
+      return;
+    }
+    SkinParams<T, I> p = make_params<T, I>(args);
+    Tensor matrices;
+    const size_t shared = prepare_matrices<T>(op, args, p, matrices, false, stream);
+    p.out = static_cast<T*>(out.mutable_data_ptr());
+    set_shared_limit(skin_forward_kernel<T, I>, shared, op);
+    const int64_t blocks = args.batch * ((args.vertices + kVerticesPerBlock - 1) / kVerticesPerBlock);
+    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
+    MOMENTUM_CHECK_LAUNCH(op);
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_backward(const char* op, const SkinArgs& args, const Tensor& grad_points) {
+  const Tensor grad = check_skin_grad(op, args, grad_points);
+  const cudaStream_t stream = current_cuda_stream(args.skeleton_state);
+  // Accumulated with atomics, so they start at zero.
+  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
+  Tensor grad_rest = torch::stable::new_zeros(
+      args.rest_points, args.per_item_rest_grad ? concat(args.batch_shape, {args.vertices, 3})
+                                                : args.rest_points.sizes());
+  Tensor grad_weights = torch::stable::new_zeros(args.skin_weights, args.skin_weights.sizes());
+  dispatch_skin(args, [&](auto t, auto i) {
+    using T = decltype(t);
+    using I = decltype(i);
+    validate_indices<I>(op, args, stream);
+    const int64_t count = args.batch * args.joints;
+    if (count == 0) {
+      return;
+    }
+    Tensor grad_matrices = torch::stable::new_zeros(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+    if (args.vertices > 0) {
+      SkinParams<T, I> p = make_params<T, I>(args);
+      Tensor matrices;
+      const size_t shared = prepare_matrices<T>(op, args, p, matrices, true, stream);
+      p.grad_points = static_cast<const T*>(grad.const_data_ptr());
+      p.grad_matrices = static_cast<T*>(grad_matrices.mutable_data_ptr());
+      p.grad_rest_points = static_cast<T*>(grad_rest.mutable_data_ptr());
+      p.grad_weights = static_cast<T*>(grad_weights.mutable_data_ptr());
+      // Enough blocks to fill the GPU a few times over; the rest of the batch
+      // loops inside a block, which keeps the atomics on shared data few.
+      const int64_t chunks = (args.vertices + kThreads - 1) / kThreads;
+      const int64_t target_blocks = int64_t(8) * multiprocessor_count(args.skeleton_state.get_device_index());
+      const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(args.batch, target_blocks / chunks));
+      p.items_per_block = int((args.batch + groups - 1) / groups);
+      set_shared_limit(skin_backward_kernel<T, I>, shared, op);
+      const int64_t blocks = chunks * ((args.batch + p.items_per_block - 1) / p.items_per_block);
+      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
+      MOMENTUM_CHECK_LAUNCH(op);
+    }
+    skinning_matrices_backward_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(
+        static_cast<const T*>(args.skeleton_state.const_data_ptr()),
+        static_cast<const T*>(args.inverse_bind_pose.const_data_ptr()),
+        static_cast<const T*>(grad_matrices.const_data_ptr()),
+        static_cast<T*>(grad_state.mutable_data_ptr()), count, int(args.joints));
+    MOMENTUM_CHECK_LAUNCH(op);
+  });
+  return {grad_state, grad_rest, grad_weights};
+}
+
 Tensor skin_forward_cuda(
     Tensor skeleton_state,
     Tensor inverse_bind_pose,
     Tensor rest_points,
     Tensor skin_indices,
     Tensor skin_weights) {
-  const SkinArgs args = check_skin(
-      kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  const cudaStream_t stream = current_cuda_stream(skeleton_state);
-  Tensor out = torch::stable::new_empty(
-      args.skeleton_state, concat(args.batch_shape, {args.vertices, 3}));
-  dispatch_skin(args, [&](auto t, auto i) {
-    using T = decltype(t);
-    using I = decltype(i);
-    validate_indices<I>(kForward, args, stream);
-    if (args.batch == 0 || args.vertices == 0) {
-      return;
-    }
-    SkinParams<T, I> p = make_params<T, I>(args);
-    Tensor matrices;
-    const size_t shared = prepare_matrices<T>(kForward, args, p, matrices, false, stream);
-    p.out = static_cast<T*>(out.mutable_data_ptr());
-    set_shared_limit(skin_forward_kernel<T, I>, shared, kForward);
-    const int64_t blocks = args.batch * ((args.vertices + kVerticesPerBlock - 1) / kVerticesPerBlock);
-    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
-    MOMENTUM_CHECK_LAUNCH(kForward);
-  });
-  return out;
+  return skin_forward(
+      kForward, check_skin(kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights));
 }
 
 std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
@@ -379,51 +451,41 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
     Tensor rest_points,
     Tensor skin_indices,
     Tensor skin_weights) {
-  const SkinArgs args = check_skin(
-      kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights);
-  const Tensor grad = check_skin_grad(kBackward, args, grad_points);
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  const cudaStream_t stream = current_cuda_stream(skeleton_state);
-  // Accumulated with atomics, so they start at zero.
-  Tensor grad_state = torch::stable::new_empty(args.skeleton_state, args.skeleton_state.sizes());
-  Tensor grad_rest = torch::stable::new_zeros(args.rest_points, args.rest_points.sizes());
-  Tensor grad_weights = torch::stable::new_zeros(args.skin_weights, args.skin_weights.sizes());
-  dispatch_skin(args, [&](auto t, auto i) {
-    using T = decltype(t);
-    using I = decltype(i);
-    validate_indices<I>(kBackward, args, stream);
-    const int64_t count = args.batch * args.joints;
-    if (count == 0) {
-      return;
-    }
-    Tensor grad_matrices = torch::stable::new_zeros(args.skeleton_state, {args.batch, args.joints, kAffineSize});
-    if (args.vertices > 0) {
-      SkinParams<T, I> p = make_params<T, I>(args);
-      Tensor matrices;
-      const size_t shared = prepare_matrices<T>(kBackward, args, p, matrices, true, stream);
-      p.grad_points = static_cast<const T*>(grad.const_data_ptr());
-      p.grad_matrices = static_cast<T*>(grad_matrices.mutable_data_ptr());
-      p.grad_rest_points = static_cast<T*>(grad_rest.mutable_data_ptr());
-      p.grad_weights = static_cast<T*>(grad_weights.mutable_data_ptr());
-      // Enough blocks to fill the GPU a few times over; the rest of the batch
-      // loops inside a block, which keeps the atomics on shared data few.
-      const int64_t chunks = (args.vertices + kThreads - 1) / kThreads;
-      const int64_t target_blocks = int64_t(8) * multiprocessor_count(skeleton_state.get_device_index());
-      const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(args.batch, target_blocks / chunks));
-      p.items_per_block = int((args.batch + groups - 1) / groups);
-      set_shared_limit(skin_backward_kernel<T, I>, shared, kBackward);
-      const int64_t blocks = chunks * ((args.batch + p.items_per_block - 1) / p.items_per_block);
-      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
-      MOMENTUM_CHECK_LAUNCH(kBackward);
-    }
-    skinning_matrices_backward_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(
-        static_cast<const T*>(args.skeleton_state.const_data_ptr()),
-        static_cast<const T*>(args.inverse_bind_pose.const_data_ptr()),
-        static_cast<const T*>(grad_matrices.const_data_ptr()),
-        static_cast<T*>(grad_state.mutable_data_ptr()), count, int(args.joints));
-    MOMENTUM_CHECK_LAUNCH(kBackward);
-  });
-  return {grad_state, grad_rest, grad_weights};
+  return skin_backward(
+      kBackward, check_skin(kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights),
+      grad_points);
+}
+
+Tensor skin_blended_forward_cuda(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
+  return skin_forward(kBlendedForward,
+                      check_blended_skin(kBlendedForward, skeleton_state, inverse_bind_pose, rest_points,
+                                         blend_shapes, blend_weights, skin_indices, skin_weights));
+}
+
+std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cuda(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
+  const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
+  return skin_backward(
+      kBlendedBackward,
+      check_blended_skin(kBlendedBackward, skeleton_state, inverse_bind_pose, rest_points, blend_shapes,
+                         blend_weights, skin_indices, skin_weights),
+      grad_points);
 }
 
 }  // namespace
@@ -432,4 +494,6 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
 STABLE_TORCH_LIBRARY_IMPL(momentum, CUDA, m) {
   m.impl("skin_points", TORCH_BOX(&momentum_ops::skin_forward_cuda));
   m.impl("skin_points_backward", TORCH_BOX(&momentum_ops::skin_backward_cuda));
+  m.impl("skin_blended_points", TORCH_BOX(&momentum_ops::skin_blended_forward_cuda));
+  m.impl("skin_blended_points_backward", TORCH_BOX(&momentum_ops::skin_blended_backward_cuda));
 }

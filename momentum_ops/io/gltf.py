@@ -85,25 +85,34 @@ def _rest_trs(file: GltfDocument, n: int):
 
 
 # ------------------------------------------------------------------- skeleton
+def _mesh_nodes(file: GltfDocument) -> List[int]:
+    """Every node with a mesh, in node order: the vertex order."""
+    return [n for n, node in enumerate(file.items("nodes")) if node.get("mesh") is not None]
+
+
 def _joint_nodes(file: GltfDocument) -> List[int]:
-    """Every joint of every skin plus their ancestors, parents first: a
-    depth-first walk from the root nodes (in node order), children in order.
-    The hierarchy is a checked forest, so every walk ends."""
+    """Every joint of every skin, every node that carries a mesh without a
+    skin (it moves rigidly with its node), and their ancestors, parents first:
+    a depth-first walk from the root nodes (in node order), children in
+    order. The hierarchy is a checked forest, so every walk ends."""
     skins = file.items("skins")
-    if not skins:
-        raise file.error("no skins; momentum_ops.io.load_gltf reads skinned characters")
+    rigid = [n for n in _mesh_nodes(file) if file.items("nodes")[n].get("skin") is None]
+    if not skins and not rigid:
+        raise file.error("no skin and no mesh; momentum_ops.io.load_gltf reads skinned or rigid meshes")
     needed = set()
+    starts = list(rigid)
     for s, skin in enumerate(skins):
         joints = file.index_list(skin, "joints", "nodes", f"skins[{s}]")
         if not joints:
             raise file.error(f"skins[{s}].joints is empty")
         if "skeleton" in skin:
             file.index(skin["skeleton"], "nodes", f"skins[{s}].skeleton")
-        for joint in joints:
-            node = joint
-            while node is not None and node not in needed:
-                needed.add(node)
-                node = file.parent_of.get(node)
+        starts.extend(joints)
+    for joint in starts:
+        node = joint
+        while node is not None and node not in needed:
+            needed.add(node)
+            node = file.parent_of.get(node)
     order = []
     stack = [n for n in sorted(needed, reverse=True) if file.parent_of.get(n) not in needed]
     while stack:
@@ -133,7 +142,8 @@ def _local_matrices(trs) -> np.ndarray:
 
 
 def _inverse_bind_pose(file: GltfDocument, nodes, index_of, parents, trs) -> np.ndarray:
-    """From the skins; joints no skin binds (ancestors) get their rest pose's."""
+    """From the skins; joints no skin binds (ancestors, rigid mesh nodes) get
+    their rest pose's."""
     local = _local_matrices(trs)
     world = np.zeros_like(local)
     for i, p in enumerate(parents):
@@ -204,20 +214,67 @@ def _primitives(file: GltfDocument, mesh_index: int) -> List[dict]:
     return primitives
 
 
-def _mesh(file: GltfDocument, index_of):
-    positions, indices, weights, faces = [], [], [], []
-    warned = False
-    count = 0
-    for node_index, node in enumerate(file.items("nodes")):
-        if node.get("mesh") is None or node.get("skin") is None:
+def _target_count(file: GltfDocument, mesh_index: int) -> int:
+    """The mesh's morph target count: the same for every primitive (spec)."""
+    counts = []
+    for p, primitive in enumerate(_primitives(file, mesh_index)):
+        targets = primitive.get("targets", [])
+        if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+            raise file.error(f"meshes[{mesh_index}].primitives[{p}].targets must be an array of objects")
+        counts.append(len(targets))
+    if len(set(counts)) > 1:
+        raise file.error(f"meshes[{mesh_index}]: its primitives have {counts} morph targets; the spec asks "
+                         "for the same number in every primitive")
+    return counts[0]
+
+
+def _blend_layout(file: GltfDocument):
+    """The blend shapes, in vertex order: for each mesh node with morph
+    targets, (node, first blend shape, count, names, default weights)."""
+    layout = []
+    first = 0
+    for n in _mesh_nodes(file):
+        node = file.items("nodes")[n]
+        mesh_index = file.index(node["mesh"], "meshes", f"nodes[{n}].mesh")
+        count = _target_count(file, mesh_index)
+        if count == 0:
             continue
-        skin_joints = file.items("skins")[node["skin"]]["joints"]
-        to_character = np.asarray([index_of[j] for j in skin_joints], dtype=np.int64)
+        mesh = file.items("meshes")[mesh_index]
+        weights = file.numbers(mesh, "weights", count, f"meshes[{mesh_index}]", default=np.zeros(count))
+        weights = file.numbers(node, "weights", count, f"nodes[{n}]", default=weights)
+        extras = mesh.get("extras")
+        names = extras.get("targetNames") if isinstance(extras, dict) else None
+        if not (isinstance(names, list) and len(names) == count and all(isinstance(x, str) for x in names)):
+            names = [f"target_{i}" for i in range(count)]
+        layout.append((n, first, count, list(names), weights))
+        first += count
+    if len(layout) > 1:  # names are per mesh; the node's name tells them apart
+        layout = [(n, f, c, [f"{file.node_name(n)}/{x}" for x in names], w) for n, f, c, names, w in layout]
+    return layout
+
+
+def _mesh(file: GltfDocument, index_of, ibp: np.ndarray):
+    """Vertices (bind space), faces, skin indices and weights, and blend
+    shapes [S, V, 3] of every mesh node. A skinned node's vertices are used
+    as they are (the spec ignores its transform); a mesh without a skin is
+    bound to its own node with weight 1, its vertices and morph offsets
+    placed by the node's bind pose (the inverse of its inverse bind matrix)."""
+    positions, indices, weights, faces, targets = [], [], [], [], []
+    layout = {n: (first, count) for n, first, count, _, _ in _blend_layout(file)}
+    shape_count = sum(count for _, count in layout.values())
+    count = 0
+    for node_index in _mesh_nodes(file):
+        node = file.items("nodes")[node_index]
+        skinned = node.get("skin") is not None
+        if skinned:
+            skin_joints = file.items("skins")[node["skin"]]["joints"]
+            to_character = np.asarray([index_of[j] for j in skin_joints], dtype=np.int64)
+        else:
+            joint = index_of[node_index]
+            bind = np.linalg.inv(ibp[joint])
+        first_shape, _ = layout.get(node_index, (0, 0))
         for p, primitive in enumerate(_primitives(file, node["mesh"])):
             where = f"meshes[{node['mesh']}].primitives[{p}]"
-            if primitive.get("targets") and not warned:
-                warnings.warn(f"{file.path}: morph targets are ignored", stacklevel=3)
-                warned = True
             attributes = primitive.get("attributes")
             if not isinstance(attributes, dict):
                 raise file.error(f"{where}.attributes must be an object")
@@ -227,30 +284,29 @@ def _mesh(file: GltfDocument, index_of):
             points = file.finite(file.accessor(attributes["POSITION"], "POSITION", f"{where}.attributes.POSITION"),
                                  f"{where}.attributes.POSITION")
             V = len(points)
-            sets = []
-            n = 0
-            while f"JOINTS_{n}" in attributes:
-                if f"WEIGHTS_{n}" not in attributes:
-                    raise file.error(f"{where}: JOINTS_{n} without WEIGHTS_{n}")
-                joint_set = file.accessor(attributes[f"JOINTS_{n}"], "JOINTS", f"{where}.attributes.JOINTS_{n}")
-                weight_set = file.accessor(attributes[f"WEIGHTS_{n}"], "WEIGHTS", f"{where}.attributes.WEIGHTS_{n}")
-                for name, values in ((f"JOINTS_{n}", joint_set), (f"WEIGHTS_{n}", weight_set)):
-                    if len(values) != V:
-                        raise file.error(f"{where}.attributes.{name} has {len(values)} elements but POSITION has {V}")
-                if not (np.isfinite(weight_set).all() and (weight_set >= 0).all()):
-                    raise file.error(f"{where}.attributes.WEIGHTS_{n} has negative or non-finite weights")
-                sets.append((joint_set, weight_set))
-                n += 1
-            if not sets:
-                raise file.error(f"nodes[{node_index}] ({file.node_name(node_index)!r}) has a skin but "
-                                 f"{where} has no JOINTS_0")
-            joints = np.concatenate([j for j, _ in sets], axis=1)
-            joint_weights = np.concatenate([w for _, w in sets], axis=1)
-            if (joints >= len(to_character)).any():
-                raise file.error(f"{where}: a JOINTS_n index is beyond the {len(to_character)} joints of "
-                                 f"skins[{node['skin']}]")
+            offsets = np.zeros((shape_count, V, 3))
+            for t, target in enumerate(primitive.get("targets", [])):
+                if target.get("POSITION") is None:
+                    continue  # NORMAL and TANGENT targets are not used
+                here = f"{where}.targets[{t}].POSITION"
+                delta = file.finite(file.accessor(target["POSITION"], "morph POSITION", here), here)
+                if len(delta) != V:
+                    raise file.error(f"{here} has {len(delta)} elements but POSITION has {V}")
+                offsets[first_shape + t] = delta
+            if skinned:
+                joints, joint_weights = _skin_attributes(file, attributes, V, where, node_index)
+                if (joints >= len(to_character)).any():
+                    raise file.error(f"{where}: a JOINTS_n index is beyond the {len(to_character)} joints of "
+                                     f"skins[{node['skin']}]")
+                joints = to_character[joints]
+            else:
+                points = points @ bind[:3, :3].T + bind[:3, 3]
+                offsets = offsets @ bind[:3, :3].T
+                joints = np.full((V, 1), joint, dtype=np.int64)
+                joint_weights = np.ones((V, 1))
             positions.append(points)
-            indices.append(to_character[joints])
+            targets.append(offsets)
+            indices.append(joints)
             weights.append(joint_weights)
             if primitive.get("indices") is not None:
                 tri = file.accessor(primitive["indices"], "indices", f"{where}.indices")[:, 0]
@@ -261,7 +317,7 @@ def _mesh(file: GltfDocument, index_of):
             faces.append(_triangles(mode, tri, where, file) + count)
             count += V
     if not positions:
-        raise file.error("no skinned mesh node")
+        raise file.error("no mesh primitive with POSITION")
     k = max(i.shape[1] for i in indices)
     pad = lambda a, fill: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)  # noqa: E731
     return (
@@ -269,17 +325,49 @@ def _mesh(file: GltfDocument, index_of):
         np.concatenate(faces) if faces else np.zeros((0, 3), np.int64),
         np.concatenate([pad(i, 0) for i in indices]),
         np.concatenate([pad(w, 0.0) for w in weights]),
+        np.concatenate(targets, axis=1),
     )
+
+
+def _skin_attributes(file: GltfDocument, attributes: dict, V: int, where: str, node_index: int):
+    """A skinned primitive's JOINTS_n/WEIGHTS_n sets, side by side: [V, 4n] each."""
+    sets = []
+    n = 0
+    while f"JOINTS_{n}" in attributes:
+        if f"WEIGHTS_{n}" not in attributes:
+            raise file.error(f"{where}: JOINTS_{n} without WEIGHTS_{n}")
+        joint_set = file.accessor(attributes[f"JOINTS_{n}"], "JOINTS", f"{where}.attributes.JOINTS_{n}")
+        weight_set = file.accessor(attributes[f"WEIGHTS_{n}"], "WEIGHTS", f"{where}.attributes.WEIGHTS_{n}")
+        for name, values in ((f"JOINTS_{n}", joint_set), (f"WEIGHTS_{n}", weight_set)):
+            if len(values) != V:
+                raise file.error(f"{where}.attributes.{name} has {len(values)} elements but POSITION has {V}")
+        if not (np.isfinite(weight_set).all() and (weight_set >= 0).all()):
+            raise file.error(f"{where}.attributes.WEIGHTS_{n} has negative or non-finite weights")
+        sets.append((joint_set, weight_set))
+        n += 1
+    if not sets:
+        raise file.error(f"nodes[{node_index}] ({file.node_name(node_index)!r}) has a skin but "
+                         f"{where} has no JOINTS_0")
+    return np.concatenate([j for j, _ in sets], axis=1), np.concatenate([w for _, w in sets], axis=1)
 
 
 def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32) -> Character:
     """Reads a skinned character from a ``.glb`` or ``.gltf`` file.
 
-    Vertices: every skinned mesh node in node order, each primitive in order;
-    the mesh node's own transform is ignored (as the glTF spec says). Joints:
-    every joint of every skin plus the non-joint ancestors that place them,
-    parents first; ``joint_names`` are the node names. Every joint parameter
-    is a model parameter (``P = 7J``, identity transform).
+    Vertices: every mesh node in node order, each primitive in order. A
+    skinned mesh node's own transform is ignored (as the glTF spec says); a
+    mesh without a skin moves rigidly with its node, which becomes a joint
+    (its vertices bound to it with weight 1). Joints: every joint of every
+    skin, every rigid mesh node, and the ancestors that place them, parents
+    first; ``joint_names`` are the node names. Every joint parameter is a
+    model parameter (``P = 7J``, identity transform).
+
+    Morph targets become ``blend_shapes [S, V, 3]``: POSITION targets only
+    (NORMAL and TANGENT targets are ignored: the character has no normals
+    to morph). ``blend_shape_names`` come from the mesh's
+    ``extras.targetNames`` when present (prefixed by the node name when more
+    than one mesh node has targets); the default weights are read by
+    ``load_gltf_blend_weights(path, character, animation=None)``.
 
     The file is untrusted: it is checked against the spec before anything is
     read (see ``momentum_ops.io`` and the README), and external buffers are
@@ -289,14 +377,14 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     malformed file and for what the model cannot represent: non-uniform
     scale, shear or reflection, or a joint bound by two skins with different
     inverse bind matrices. FileNotFoundError when ``path`` does not exist.
-    Morph targets are ignored with a warning.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"load_gltf: dtype must be torch.float32 or torch.float64, got {dtype}")
     file = GltfDocument(path)
     nodes, index_of, parents, trs = _skeleton(file)
     ibp = _inverse_bind_pose(file, nodes, index_of, parents, trs)
-    vertices, faces, skin_indices, skin_weights = _mesh(file, index_of)
+    vertices, faces, skin_indices, skin_weights, blend_shapes = _mesh(file, index_of, ibp)
+    names = [name for _, _, _, shape_names, _ in _blend_layout(file) for name in shape_names]
     try:
         return Character(
             joint_names=[file.node_name(n) for n in nodes],
@@ -308,6 +396,8 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
             faces=torch.tensor(faces, dtype=torch.int64),
             skin_indices=torch.tensor(skin_indices, dtype=torch.int64),
             skin_weights=torch.tensor(skin_weights, dtype=dtype),
+            blend_shapes=torch.tensor(blend_shapes, dtype=dtype),
+            blend_shape_names=names,
         )
     except ValueError as error:  # e.g. a bind pose that overflows the dtype
         raise file.error(f"its data does not make a valid character: {error}") from None
@@ -341,10 +431,7 @@ def _find_animation(file: GltfDocument, animation) -> int:
 
 def _morph_target_count(file: GltfDocument, node: int) -> int:
     mesh = file.items("nodes")[node].get("mesh")
-    if mesh is None:
-        return 0
-    targets = _primitives(file, mesh)[0].get("targets") or []
-    return len(targets) if isinstance(targets, list) else 0
+    return 0 if mesh is None else _target_count(file, file.index(mesh, "meshes", f"nodes[{node}].mesh"))
 
 
 def _channels(file: GltfDocument, a: int):
@@ -395,6 +482,65 @@ def _channels(file: GltfDocument, a: int):
     return out
 
 
+def _sample_times(channels, times, where: str) -> np.ndarray:
+    """The given times, checked; by default every keyframe time of every channel."""
+    if times is None:
+        return np.unique(np.concatenate([keys for _, _, keys, _, _ in channels])) if channels else np.zeros(1)
+    try:
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: times must be a sequence of numbers (seconds)") from None
+    if not np.isfinite(times).all():
+        raise ValueError(f"{where}: times must be finite")
+    return times
+
+
+def load_gltf_blend_weights(
+    path: Union[str, os.PathLike],
+    character: Character,
+    animation: Optional[Union[int, str]] = 0,
+    times: Optional[Sequence[float]] = None,
+) -> torch.Tensor:
+    """Samples an animation's morph-target ``weights`` channels as the
+    character's blend weights.
+
+    Args:
+        path: the glTF file the character was loaded from.
+        character: from ``load_gltf(path)`` (its blend shapes must match the file's).
+        animation: index or name; ``None`` gives the default weights (the
+            node's ``weights``, else the mesh's, else zeros) as one frame.
+        times: seconds; default: every keyframe time of the animation (all
+            channels, the same frames as ``load_gltf_motion``).
+
+    Returns:
+        ``[F, S]`` in the character's dtype. LINEAR, STEP and CUBICSPLINE
+        channels are sampled as the glTF spec says; a mesh node without a
+        weights channel keeps its default weights; before the first and
+        after the last keyframe a channel holds its end values.
+    """
+    file = GltfDocument(path)
+    layout = _blend_layout(file)
+    names = [name for _, _, _, shape_names, _ in layout for name in shape_names]
+    if names != list(character.blend_shape_names):
+        raise ValueError(f"{file.path}: its morph targets do not match the character's blend shapes "
+                         f"({len(names)} vs {character.num_blend_shapes})")
+    defaults = np.concatenate([w for *_, w in layout]) if layout else np.zeros(0)
+    if animation is None:
+        frames = defaults[None]
+    else:
+        channels = _channels(file, _find_animation(file, animation))
+        times = _sample_times(channels, times, "load_gltf_blend_weights")
+        frames = np.repeat(defaults[None], len(times), axis=0)
+        slices = {n: (first, count) for n, first, count, _, _ in layout}
+        for node, target, keys, values, interpolation in channels:
+            if target != "weights" or node not in slices:
+                continue
+            first, count = slices[node]
+            rows = values.reshape(-1, count)  # one row of weights per key (x3 for CUBICSPLINE)
+            frames[:, first:first + count] = sample_channel(times, keys, rows, interpolation, False)
+    return torch.tensor(frames, dtype=character.offsets.dtype)
+
+
 def load_gltf_motion(
     path: Union[str, os.PathLike],
     character: Character,
@@ -425,14 +571,7 @@ def load_gltf_motion(
         frames_t, frames_r, frames_s = rest_t[None], rest_r[None], rest_s[None]
     else:
         channels = _channels(file, _find_animation(file, animation))
-        if times is None:
-            times = np.unique(np.concatenate([keys for _, _, keys, _, _ in channels])) if channels else np.zeros(1)
-        try:
-            times = np.asarray(times, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise ValueError("load_gltf_motion: times must be a sequence of numbers (seconds)") from None
-        if not np.isfinite(times).all():
-            raise ValueError("load_gltf_motion: times must be finite")
+        times = _sample_times(channels, times, "load_gltf_motion")
         F = len(times)
         frames_t = np.repeat(rest_t[None], F, axis=0)
         frames_r = np.repeat(rest_r[None], F, axis=0)
@@ -478,12 +617,18 @@ class _Writer:
         return len(self.accessors) - 1
 
 
-def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch.Tensor, fps: float = 30.0) -> None:
+def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch.Tensor, fps: float = 30.0,
+              blend_weights: Optional[torch.Tensor] = None) -> None:
     """Writes the character and a motion (joint parameters ``[F, J, 7]`` or
     ``[F, J*7]``) as a glTF any viewer can play: one node per joint (rest
     translation = offset, rest rotation = pre-rotation), one skinned mesh, one
     LINEAR animation at ``fps``. ``.glb`` writes one binary file; any other
     extension writes ``.gltf`` JSON with the buffer embedded as a data URI.
+
+    The character's blend shapes become morph targets (POSITION, named in
+    ``mesh.extras.targetNames``); ``blend_weights [F, S]``, one row per frame,
+    become the animation's ``weights`` channel (default: no such channel, so
+    viewers show the rest shape).
     """
     pygltflib = _gltf_library()
     path = os.fspath(path)
@@ -504,6 +649,17 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
         raise ValueError(f"save_gltf: fps must be a finite number > 0, got {fps!r}")
     if not bool(torch.isfinite(motion).all()):
         raise ValueError("save_gltf: the motion has NaN or infinite values")
+    S = character.num_blend_shapes
+    if blend_weights is not None:
+        if not isinstance(blend_weights, torch.Tensor) or not blend_weights.is_floating_point():
+            raise ValueError("save_gltf: blend_weights must be a floating-point tensor [F, S]")
+        if tuple(blend_weights.shape) != (F, S):
+            raise ValueError(f"save_gltf: blend_weights must have shape [{F}, {S}] (one row per motion frame, one "
+                             f"weight per blend shape), got {list(blend_weights.shape)}")
+        if not bool(torch.isfinite(blend_weights).all()):
+            raise ValueError("save_gltf: blend_weights has NaN or infinite values")
+        if S == 0:
+            blend_weights = None
     offsets = character.offsets.detach().cpu().double()
     pre = character.pre_rotations.detach().cpu().double()
     parents = character.parents.tolist()
@@ -522,6 +678,9 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
         setattr(attributes, f"JOINTS_{n}", writer.add(indices[:, 4 * n: 4 * n + 4].astype(joint_type), "VEC4", joint_component, 34962))
         setattr(attributes, f"WEIGHTS_{n}", writer.add(weights[:, 4 * n: 4 * n + 4], "VEC4", 5126, 34962))
     primitive = pygltflib.Primitive(attributes=attributes, mode=4)
+    if S:
+        shapes = character.blend_shapes.detach().cpu().float().numpy()
+        primitive.targets = [{"POSITION": writer.add(shapes[s], "VEC3", 5126, 34962, min_max=True)} for s in range(S)]
     if character.faces.shape[0]:
         primitive.indices = writer.add(character.faces.cpu().numpy().astype(np.uint32).reshape(-1, 1), "SCALAR", 5125, 34963)
     ibp = character.inverse_bind_pose.detach().cpu().float().numpy().transpose(0, 2, 1)  # column-major
@@ -552,12 +711,23 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
             channels.append(pygltflib.AnimationChannel(sampler=len(samplers) - 1,
                                                        target=pygltflib.AnimationChannelTarget(node=j, path=target)))
 
+    if blend_weights is not None:
+        values = blend_weights.detach().cpu().float().numpy().reshape(-1, 1)
+        samplers.append(pygltflib.AnimationSampler(input=time_accessor, output=writer.add(values, "SCALAR", 5126),
+                                                   interpolation="LINEAR"))
+        channels.append(pygltflib.AnimationChannel(sampler=len(samplers) - 1,
+                                                   target=pygltflib.AnimationChannelTarget(node=J, path="weights")))
+    mesh = pygltflib.Mesh(primitives=[primitive])
+    if S:
+        mesh.weights = [0.0] * S
+        mesh.extras = {"targetNames": list(character.blend_shape_names)}
+
     gltf = pygltflib.GLTF2(
         asset=pygltflib.Asset(generator="momentum_ops", version="2.0"),
         scene=0,
         scenes=[pygltflib.Scene(nodes=[j for j in range(J) if parents[j] < 0] + [J])],
         nodes=nodes,
-        meshes=[pygltflib.Mesh(primitives=[primitive])],
+        meshes=[mesh],
         skins=[skin],
         animations=[pygltflib.Animation(name="motion", samplers=samplers, channels=channels)],
         accessors=writer.accessors,
