@@ -29,7 +29,8 @@ class Character(torch.nn.Module):
     ``parents``               ``[J]`` int64   parent of each joint, ``-1`` for roots, parents first
     ``offsets``               ``[J, 3]``      translation in the parent's frame
     ``pre_rotations``         ``[J, 4]``      fixed rotation (xyzw) before the Euler rotation
-    ``parameter_transform``   ``[J*7, P]``    joint parameters = transform @ model parameters
+    ``parameter_transform``   ``[J*7, P]``    joint parameters = transform @ model parameters + offsets
+    ``joint_parameter_offsets`` ``[J*7]``     those constant offsets (Momentum's identity offsets; default 0)
     ``parameter_min/_max``    ``[P]``         limits, ``±inf`` where there is none
     ``inverse_bind_pose``     ``[J, 4, 4]``   inverse of each joint's global matrix at the bind pose
     ``rest_vertices``         ``[V, 3]``      the mesh at the bind pose
@@ -49,6 +50,7 @@ class Character(torch.nn.Module):
     joint_names: List[str]
     parameter_names: List[str]
     blend_shape_names: List[str]
+    has_joint_parameter_offsets: bool
     __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices", "num_blend_shapes"]
 
     def __init__(
@@ -68,6 +70,7 @@ class Character(torch.nn.Module):
         skin_weights: Optional[torch.Tensor] = None,
         blend_shapes: Optional[torch.Tensor] = None,
         blend_shape_names: Optional[Sequence[str]] = None,
+        joint_parameter_offsets: Optional[torch.Tensor] = None,
     ):
         super().__init__()
         if offsets is None or pre_rotations is None or parents is None:
@@ -113,6 +116,10 @@ class Character(torch.nn.Module):
         if parameter_names is None:
             parameter_names = [f"p{i}" for i in range(P)]
         _check(len(parameter_names) == P, f"Character: {len(parameter_names)} parameter names for {P} parameters")
+        if joint_parameter_offsets is None:
+            joint_parameter_offsets = torch.zeros(7 * J, dtype=dtype, device=device)
+        joint_parameter_offsets = floating(torch.as_tensor(joint_parameter_offsets).reshape(-1),
+                                           "joint_parameter_offsets", (7 * J,))
         inf = torch.full((P,), float("inf"), dtype=dtype, device=device)
         parameter_min = -inf if parameter_min is None else torch.as_tensor(parameter_min, device=device).to(dtype)
         parameter_max = inf if parameter_max is None else torch.as_tensor(parameter_max, device=device).to(dtype)
@@ -157,10 +164,13 @@ class Character(torch.nn.Module):
         self.joint_names = list(joint_names)
         self.parameter_names = list(parameter_names)
         self.blend_shape_names = blend_shape_names
+        # Read on the host once, so calls need no device sync to skip the offsets.
+        self.has_joint_parameter_offsets = bool((joint_parameter_offsets != 0).any())
         self.register_buffer("parents", parents)
         self.register_buffer("offsets", offsets)
         self.register_buffer("pre_rotations", pre_rotations)
         self.register_buffer("parameter_transform", parameter_transform)
+        self.register_buffer("joint_parameter_offsets", joint_parameter_offsets)
         self.register_buffer("parameter_min", parameter_min)
         self.register_buffer("parameter_max", parameter_max)
         self.register_buffer("inverse_bind_pose", inverse_bind_pose)
@@ -194,10 +204,14 @@ class Character(torch.nn.Module):
         return len(self.blend_shape_names)
 
     def model_parameters_to_joint_parameters(self, model_parameters: torch.Tensor) -> torch.Tensor:
-        """``[..., P]`` -> flat joint parameters ``[..., J*7]``."""
+        """``[..., P]`` -> flat joint parameters ``[..., J*7]``
+        (``transform @ model_parameters + joint_parameter_offsets``)."""
         if model_parameters is None:
             raise ValueError("Character: model_parameters must be a tensor, got None")
-        return torch.matmul(model_parameters, self.parameter_transform.t())
+        joint_parameters = torch.matmul(model_parameters, self.parameter_transform.t())
+        if self.has_joint_parameter_offsets:
+            joint_parameters = joint_parameters + self.joint_parameter_offsets
+        return joint_parameters
 
     def joint_parameters_to_skeleton_state(self, joint_parameters: torch.Tensor) -> torch.Tensor:
         """``[..., J, 7]`` or ``[..., J*7]`` -> skeleton state ``[..., J, 8]``."""

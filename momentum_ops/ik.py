@@ -182,15 +182,37 @@ def solve_ik(
     except RuntimeError as error:
         raise ValueError(f"{where}: the batch dims of the per-problem arguments do not broadcast: {error}") from None
     C, Co = pj.shape[0], oj.shape[0]
+    init = init.expand(*batch, P)
+    regularization_target = regularization_target.expand(*batch, P)
+    pmin, pmax = character.parameter_min, character.parameter_max
+    if character.has_joint_parameter_offsets:
+        # transform @ theta + offsets = [transform | offsets] @ [theta; 1], the
+        # last parameter held at 1 (inactive), so the kernels see a plain transform.
+        transform, init, regularization_target, regularization_weight, pmin, pmax, active_parameters = \
+            _with_offset_parameter(character, init, regularization_target, regularization_weight, active_parameters)
     solution, iterations, error = _ops.ik_solve(
-        init.expand(*batch, P), character.parents, character.offsets, character.pre_rotations, transform,
-        character.parameter_min, character.parameter_max, active_parameters,
+        init, character.parents, character.offsets, character.pre_rotations, transform,
+        pmin, pmax, active_parameters,
         pj, po, pt.expand(*batch, C, 3), pw.expand(*batch, C),
         oj, oo, ot.expand(*batch, Co, 4), ow.expand(*batch, Co),
-        limit_weight, regularization_target.expand(*batch, P), regularization_weight,
+        limit_weight, regularization_target, regularization_weight,
         max_iterations, tolerance, damping,
     )
-    return IKResult(solution, iterations, error)
+    return IKResult(solution[..., :P], iterations, error)
+
+
+def _with_offset_parameter(character, init, regularization_target, regularization_weight, active_parameters):
+    """The problem with one more model parameter, constant 1, whose transform
+    column is the character's joint_parameter_offsets."""
+    offsets = character.joint_parameter_offsets
+    transform = torch.cat([character.parameter_transform, offsets[:, None]], dim=1)
+
+    def append(x, value):
+        return torch.cat([x, torch.full((*x.shape[:-1], 1), value, dtype=x.dtype, device=x.device)], dim=-1)
+
+    return (transform, append(init, 1.0), append(regularization_target, 1.0), append(regularization_weight, 0.0),
+            append(character.parameter_min, float("-inf")), append(character.parameter_max, float("inf")),
+            append(active_parameters, False))
 
 
 def position_residuals_and_jacobian(
@@ -207,11 +229,19 @@ def position_residuals_and_jacobian(
     _checks.tensor(model_parameters, "model_parameters", where)
     _checks.tensor(position_offsets, "position_offsets", where)
     _checks.tensor(position_targets, "position_targets", where)
-    return _ops.position_residuals_and_jacobian(
+    transform = character.parameter_transform
+    P = transform.shape[1]
+    if character.has_joint_parameter_offsets and model_parameters.dim() >= 1 and model_parameters.shape[-1] == P:
+        transform = torch.cat([transform, character.joint_parameter_offsets[:, None]], dim=1)
+        ones = torch.ones((*model_parameters.shape[:-1], 1), dtype=model_parameters.dtype,
+                          device=model_parameters.device)
+        model_parameters = torch.cat([model_parameters, ones], dim=-1)
+    residuals, jacobian = _ops.position_residuals_and_jacobian(
         model_parameters, character.parents, character.offsets, character.pre_rotations,
-        character.parameter_transform, _index(position_joints, "position_joints", where, character.parents.device),
+        transform, _index(position_joints, "position_joints", where, character.parents.device),
         position_offsets, position_targets,
     )
+    return residuals, jacobian[..., :P]
 
 
 # ---------------------------------------------------------------- fake kernels

@@ -15,6 +15,7 @@ from reference import random_joint_parameters, random_skeleton
 from test_conformance import TABLE, Row, skin_indices_on_device
 
 ops = torch.ops.momentum
+ROW = {row.name: row for row in TABLE}
 
 
 def schema_names(row: Row):
@@ -173,7 +174,7 @@ def test_solve_ik_options(character, options, match):
     (21, math.inf, "ik_solve: damping must be a finite number > 0, got inf"),
 ])
 def test_raw_ik_op_options(position, value, match):
-    args = TABLE[4].make(2, torch.Generator().manual_seed(0))
+    args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
     args[position] = value
     with pytest.raises(RuntimeError, match=match):
         ops.ik_solve(*args)
@@ -181,7 +182,7 @@ def test_raw_ik_op_options(position, value, match):
 
 def test_arguments_are_blamed_in_order():
     """The skeleton is checked first, then model_parameters against it, then the rest."""
-    args = TABLE[4].make(2, torch.Generator().manual_seed(0))
+    args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
     wide = list(args)
     wide[0] = torch.zeros(2, args[0].shape[1] - 1, dtype=torch.float64)
     with pytest.raises(RuntimeError, match=r"ik_solve: model_parameters must have shape \[\.\.\., P\] with P = 35 "
@@ -191,11 +192,11 @@ def test_arguments_are_blamed_in_order():
     flat[2] = args[2].reshape(-1)
     with pytest.raises(RuntimeError, match=r"ik_solve: offsets must have shape \[J, 3\], got \[15\]"):
         ops.ik_solve(*flat)
-    residual = TABLE[6].make(2, torch.Generator().manual_seed(0))
+    residual = ROW['position_residuals_and_jacobian'].make(2, torch.Generator().manual_seed(0))
     residual[2] = residual[2].reshape(-1)
     with pytest.raises(RuntimeError, match=r"position_residuals_and_jacobian: offsets must have shape \[J, 3\]"):
         ops.position_residuals_and_jacobian(*residual)
-    backward = TABLE[5].make(2, torch.Generator().manual_seed(0))
+    backward = ROW['ik_solve_backward'].make(2, torch.Generator().manual_seed(0))
     backward[1] = backward[1][:, :30]
     with pytest.raises(RuntimeError, match=r"ik_solve_backward: solution must have shape \[\.\.\., P\] with P = 35"):
         ops.ik_solve_backward(*backward)
@@ -217,7 +218,7 @@ def test_ik_scratch_memory_limit_is_named():
 
 
 def test_ik_backward_is_nan_when_every_factorisation_fails():
-    args = TABLE[5].make(2, torch.Generator().manual_seed(0))
+    args = ROW['ik_solve_backward'].make(2, torch.Generator().manual_seed(0))
     args[1] = torch.full_like(args[1], math.nan)  # a non-finite solution: H cannot be factorised
     grads = ops.ik_solve_backward(*args)
     for g in grads:
@@ -297,7 +298,7 @@ def test_skinning_double_backward_gradgradcheck(generator):
 
 
 def test_ik_refuses_forward_mode_and_double_backward():
-    args = TABLE[4].make(2, torch.Generator().manual_seed(0))
+    args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
     targets = args[10]
 
     def solve(t):
@@ -314,7 +315,7 @@ def test_ik_refuses_forward_mode_and_double_backward():
 
 
 def test_residuals_autograd(generator):
-    args = TABLE[6].make(2, torch.Generator().manual_seed(0))
+    args = ROW['position_residuals_and_jacobian'].make(2, torch.Generator().manual_seed(0))
     theta = args[0].clone().requires_grad_()
     targets = args[7].clone().requires_grad_()
 

@@ -159,9 +159,10 @@ def on(device, args, grad=()):
 
 def skin_indices_on_device(row, device, args):
     """skin_indices live on the device of the skeleton state."""
-    if row.name.startswith("skin_points"):
-        position = 3 if row.name == "skin_points" else 4
-        args[position] = args[position].to(device)
+    positions = {"skin_points": 3, "skin_points_backward": 4, "skin_blended_points": 5,
+                 "skin_blended_points_backward": 6}
+    if row.name in positions:
+        args[positions[row.name]] = args[positions[row.name]].to(device)
     return args
 
 

@@ -520,7 +520,7 @@ def test_data_that_overflows_the_dtype_is_a_gltf_error(model):
 
 
 @pytest.mark.parametrize("motion,fps,match", [
-    (None, 30, "motion must be a tensor of joint parameters, got NoneType"),
+    (None, 30, r"give motion \(joint parameters\) or model_motion \(model parameters\)"),
     ([[0.0] * 14], 30, "motion must be a tensor"),
     (torch.zeros(3, 7, 2), 30, r"motion must have shape \[F, 2, 7\] or \[F, 14\] .* got \[3, 7, 2\]"),
     (torch.zeros(42), 30, r"motion must have shape \[F, 2, 7\] or \[F, 14\]"),

@@ -85,6 +85,7 @@ SkinArgs check_blended_skin(
     const Tensor& blend_weights,
     const Tensor& skin_indices,
     const Tensor& skin_weights) {
+  check_floating(op, "skeleton_state", skeleton_state);
   check_like(op, "rest_points", rest_points, "skeleton_state", skeleton_state);
   MOMENTUM_CHECK(
       rest_points.dim() == 2, op, ": rest_points must have shape [V, 3] (the blend makes them per item), got ",

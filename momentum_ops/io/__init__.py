@@ -7,6 +7,14 @@ inside the file's folder (regular files only), and raises ``GltfError`` (a
 """
 
 from ._gltf_document import GltfError
-from .gltf import gltf_animations, load_gltf, load_gltf_blend_weights, load_gltf_motion, save_gltf
+from .gltf import (
+    gltf_animations,
+    load_gltf,
+    load_gltf_blend_weights,
+    load_gltf_model_motion,
+    load_gltf_motion,
+    save_gltf,
+)
 
-__all__ = ["GltfError", "gltf_animations", "load_gltf", "load_gltf_blend_weights", "load_gltf_motion", "save_gltf"]
+__all__ = ["GltfError", "gltf_animations", "load_gltf", "load_gltf_blend_weights", "load_gltf_model_motion",
+           "load_gltf_motion", "save_gltf"]

@@ -54,6 +54,7 @@ USES = {
     "scale": ({"VEC3"}, FLOAT),
     "weights": ({"SCALAR"}, {**FLOAT, **NORMALIZED_ANY}),
     "morph POSITION": ({"VEC3"}, {**FLOAT, **NORMALIZED_ANY}),
+    "FB_momentum motion": ({"SCALAR"}, FLOAT),
 }
 SPARSE_INDEX_TYPES = {5121, 5123, 5125}
 INTERPOLATIONS = ("LINEAR", "STEP", "CUBICSPLINE")

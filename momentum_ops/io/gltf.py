@@ -23,6 +23,7 @@ import torch
 
 from .. import quaternion
 from ..character import Character
+from . import _momentum_extension as momentum_extension
 from ._gltf_document import ANIMATION_PATHS, INTERPOLATIONS, GltfDocument, GltfError, sample_channel
 
 # Relative anisotropy of a node's scale that is still float noise.
@@ -316,8 +317,9 @@ def _mesh(file: GltfDocument, index_of, ibp: np.ndarray):
                 tri = np.arange(V, dtype=np.int64)
             faces.append(_triangles(mode, tri, where, file) + count)
             count += V
-    if not positions:
-        raise file.error("no mesh primitive with POSITION")
+    if not positions:  # a skeleton alone (skins without a mesh node)
+        return (np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 1), np.int64), np.zeros((0, 1)),
+                np.zeros((shape_count, 0, 3)))
     k = max(i.shape[1] for i in indices)
     pad = lambda a, fill: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)  # noqa: E731
     return (
@@ -377,6 +379,14 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     malformed file and for what the model cannot represent: non-uniform
     scale, shear or reflection, or a joint bound by two skins with different
     inverse bind matrices. FileNotFoundError when ``path`` does not exist.
+
+    Momentum's ``FB_momentum`` extension, when present, gives the parameter
+    transform and parameter names (instead of the identity) and the
+    ``minmax`` parameter limits (as ``parameter_min/max``; other limit types
+    are left out with a warning) and the joint offsets Momentum adds to the
+    joint parameters (``motion.offsets``, as ``joint_parameter_offsets``).
+    Translations stay in the file's metres; see
+    ``momentum_ops.io._momentum_extension`` and the README for the units rule.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"load_gltf: dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -385,9 +395,19 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     ibp = _inverse_bind_pose(file, nodes, index_of, parents, trs)
     vertices, faces, skin_indices, skin_weights, blend_shapes = _mesh(file, index_of, ibp)
     names = [name for _, _, _, shape_names, _ in _blend_layout(file) for name in shape_names]
+    joint_names = [file.node_name(n) for n in nodes]
+    parameters = {}
+    ext = momentum_extension.extension(file)
+    if ext is not None and "transform" in ext:
+        parameter_names, transform, lower, upper = momentum_extension.read_transform(file, ext, joint_names)
+        parameters = dict(parameter_names=parameter_names, parameter_transform=torch.tensor(transform, dtype=dtype),
+                          parameter_min=torch.tensor(lower, dtype=dtype), parameter_max=torch.tensor(upper, dtype=dtype))
+        joint_offsets = momentum_extension.read_offsets(file, ext, joint_names)
+        if joint_offsets is not None:
+            parameters["joint_parameter_offsets"] = torch.tensor(joint_offsets, dtype=dtype)
     try:
         return Character(
-            joint_names=[file.node_name(n) for n in nodes],
+            joint_names=joint_names,
             parents=torch.tensor(parents, dtype=torch.int64),
             offsets=torch.tensor(np.stack([t for t, _, _ in trs]), dtype=dtype),
             pre_rotations=torch.tensor(np.stack([r for _, r, _ in trs]), dtype=dtype),
@@ -398,6 +418,7 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
             skin_weights=torch.tensor(skin_weights, dtype=dtype),
             blend_shapes=torch.tensor(blend_shapes, dtype=dtype),
             blend_shape_names=names,
+            **parameters,
         )
     except ValueError as error:  # e.g. a bind pose that overflows the dtype
         raise file.error(f"its data does not make a valid character: {error}") from None
@@ -541,6 +562,31 @@ def load_gltf_blend_weights(
     return torch.tensor(frames, dtype=character.offsets.dtype)
 
 
+def load_gltf_model_motion(path: Union[str, os.PathLike], character: Character):
+    """The model-parameter motion of Momentum's ``FB_momentum`` extension.
+
+    Returns ``(model_parameters [F, P], fps)`` in the character's parameter
+    order and dtype, with the units rule of ``load_gltf`` (length parameters
+    in metres). Parameters of the file the character lacks are dropped with a
+    warning; ones it lacks are zero. Momentum adds the file's per-joint
+    offsets (``motion.offsets``) to every frame's joint parameters: a
+    character loaded from the file carries them as
+    ``joint_parameter_offsets``, so ``character.model_parameters_to_joint_parameters``
+    gives the joint parameters Momentum poses it with. For a character with
+    other offsets the difference is folded into the model parameters when
+    the transform can express it exactly (else GltfError).
+    """
+    file = GltfDocument(path)
+    ext = momentum_extension.extension(file)
+    if ext is None:
+        raise file.error(f"has no {momentum_extension.EXTENSION} extension")
+    transform = character.parameter_transform.detach().cpu().double().numpy()
+    poses, fps = momentum_extension.read_motion(
+        file, ext, list(character.parameter_names), list(character.joint_names), transform,
+        character.joint_parameter_offsets.detach().cpu().double().numpy())
+    return torch.tensor(poses, dtype=character.offsets.dtype), fps
+
+
 def load_gltf_motion(
     path: Union[str, os.PathLike],
     character: Character,
@@ -617,8 +663,9 @@ class _Writer:
         return len(self.accessors) - 1
 
 
-def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch.Tensor, fps: float = 30.0,
-              blend_weights: Optional[torch.Tensor] = None) -> None:
+def save_gltf(path: Union[str, os.PathLike], character: Character, motion: Optional[torch.Tensor] = None,
+              fps: float = 30.0, blend_weights: Optional[torch.Tensor] = None,
+              model_motion: Optional[torch.Tensor] = None) -> None:
     """Writes the character and a motion (joint parameters ``[F, J, 7]`` or
     ``[F, J*7]``) as a glTF any viewer can play: one node per joint (rest
     translation = offset, rest rotation = pre-rotation), one skinned mesh, one
@@ -629,10 +676,34 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
     ``mesh.extras.targetNames``); ``blend_weights [F, S]``, one row per frame,
     become the animation's ``weights`` channel (default: no such channel, so
     viewers show the rest shape).
+
+    Momentum's ``FB_momentum`` extension is written too (when the joint
+    names are unique): the parameter transform, names and ``minmax`` limits,
+    and ``model_motion [F, P]`` (model parameters) when given, in Momentum's
+    centimetres. With ``model_motion`` and no ``motion``, the joint-parameter
+    animation is computed from it through the parameter transform.
     """
     pygltflib = _gltf_library()
     path = os.fspath(path)
     J = character.num_joints
+    P = character.num_parameters
+    if model_motion is not None:
+        if not isinstance(model_motion, torch.Tensor) or not model_motion.is_floating_point():
+            raise ValueError("save_gltf: model_motion must be a floating-point tensor [F, P]")
+        if model_motion.dim() != 2 or model_motion.shape[1] != P:
+            raise ValueError(f"save_gltf: model_motion must have shape [F, {P}] for the character's {P} "
+                             f"parameters, got {list(model_motion.shape)}")
+        if not bool(torch.isfinite(model_motion).all()):
+            raise ValueError("save_gltf: model_motion has NaN or infinite values")
+        model_motion = model_motion.detach().cpu().double()
+        if motion is None:
+            motion = character.model_parameters_to_joint_parameters(
+                model_motion.to(character.parameter_transform.dtype)).reshape(-1, J, 7)
+        elif motion.shape[0] != model_motion.shape[0]:
+            raise ValueError(f"save_gltf: motion has {motion.shape[0]} frames but model_motion has "
+                             f"{model_motion.shape[0]}")
+    if motion is None:
+        raise ValueError("save_gltf: give motion (joint parameters) or model_motion (model parameters)")
     if not isinstance(motion, torch.Tensor):
         raise ValueError(f"save_gltf: motion must be a tensor of joint parameters, got {type(motion).__name__}")
     if not motion.is_floating_point():
@@ -665,24 +736,26 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
     parents = character.parents.tolist()
     writer = _Writer(pygltflib)
 
-    vertices = character.rest_vertices.detach().cpu().float().numpy()
-    indices = character.skin_indices.cpu().numpy()
-    weights = character.skin_weights.detach().cpu().float().numpy()
-    k = indices.shape[1]
-    sets = max(1, math.ceil(k / 4))
-    indices = np.pad(indices, ((0, 0), (0, 4 * sets - k)))
-    weights = np.pad(weights, ((0, 0), (0, 4 * sets - k)))
-    joint_type, joint_component = (np.uint16, 5123) if J < 65536 else (np.uint32, 5125)
-    attributes = pygltflib.Attributes(POSITION=writer.add(vertices, "VEC3", 5126, 34962, min_max=True))
-    for n in range(sets):
-        setattr(attributes, f"JOINTS_{n}", writer.add(indices[:, 4 * n: 4 * n + 4].astype(joint_type), "VEC4", joint_component, 34962))
-        setattr(attributes, f"WEIGHTS_{n}", writer.add(weights[:, 4 * n: 4 * n + 4], "VEC4", 5126, 34962))
-    primitive = pygltflib.Primitive(attributes=attributes, mode=4)
-    if S:
-        shapes = character.blend_shapes.detach().cpu().float().numpy()
-        primitive.targets = [{"POSITION": writer.add(shapes[s], "VEC3", 5126, 34962, min_max=True)} for s in range(S)]
-    if character.faces.shape[0]:
-        primitive.indices = writer.add(character.faces.cpu().numpy().astype(np.uint32).reshape(-1, 1), "SCALAR", 5125, 34963)
+    has_mesh = character.num_vertices > 0  # a character without a mesh is written as a skin alone
+    if has_mesh:
+        vertices = character.rest_vertices.detach().cpu().float().numpy()
+        indices = character.skin_indices.cpu().numpy()
+        weights = character.skin_weights.detach().cpu().float().numpy()
+        k = indices.shape[1]
+        sets = max(1, math.ceil(k / 4))
+        indices = np.pad(indices, ((0, 0), (0, 4 * sets - k)))
+        weights = np.pad(weights, ((0, 0), (0, 4 * sets - k)))
+        joint_type, joint_component = (np.uint16, 5123) if J < 65536 else (np.uint32, 5125)
+        attributes = pygltflib.Attributes(POSITION=writer.add(vertices, "VEC3", 5126, 34962, min_max=True))
+        for n in range(sets):
+            setattr(attributes, f"JOINTS_{n}", writer.add(indices[:, 4 * n: 4 * n + 4].astype(joint_type), "VEC4", joint_component, 34962))
+            setattr(attributes, f"WEIGHTS_{n}", writer.add(weights[:, 4 * n: 4 * n + 4], "VEC4", 5126, 34962))
+        primitive = pygltflib.Primitive(attributes=attributes, mode=4)
+        if S:
+            shapes = character.blend_shapes.detach().cpu().float().numpy()
+            primitive.targets = [{"POSITION": writer.add(shapes[s], "VEC3", 5126, 34962, min_max=True)} for s in range(S)]
+        if character.faces.shape[0]:
+            primitive.indices = writer.add(character.faces.cpu().numpy().astype(np.uint32).reshape(-1, 1), "SCALAR", 5125, 34963)
     ibp = character.inverse_bind_pose.detach().cpu().float().numpy().transpose(0, 2, 1)  # column-major
     skin = pygltflib.Skin(joints=list(range(J)), inverseBindMatrices=writer.add(ibp.reshape(J, 16), "MAT4", 5126))
 
@@ -691,7 +764,8 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
         children = [c for c in range(J) if parents[c] == j]
         nodes.append(pygltflib.Node(name=name, translation=offsets[j].tolist(), rotation=pre[j].tolist(),
                                     children=children or None))
-    nodes.append(pygltflib.Node(name="mesh", mesh=0, skin=0))
+    if has_mesh:
+        nodes.append(pygltflib.Node(name="mesh", mesh=0, skin=0))
 
     times = (np.arange(F, dtype=np.float32) / np.float32(fps)).reshape(-1, 1)
     time_accessor = writer.add(times, "SCALAR", 5126, min_max=True)
@@ -711,23 +785,38 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: torch
             channels.append(pygltflib.AnimationChannel(sampler=len(samplers) - 1,
                                                        target=pygltflib.AnimationChannelTarget(node=j, path=target)))
 
-    if blend_weights is not None:
+    if blend_weights is not None and has_mesh:
         values = blend_weights.detach().cpu().float().numpy().reshape(-1, 1)
         samplers.append(pygltflib.AnimationSampler(input=time_accessor, output=writer.add(values, "SCALAR", 5126),
                                                    interpolation="LINEAR"))
         channels.append(pygltflib.AnimationChannel(sampler=len(samplers) - 1,
                                                    target=pygltflib.AnimationChannelTarget(node=J, path="weights")))
-    mesh = pygltflib.Mesh(primitives=[primitive])
-    if S:
+    meshes = [pygltflib.Mesh(primitives=[primitive])] if has_mesh else []
+    if S and has_mesh:
+        mesh = meshes[0]
         mesh.weights = [0.0] * S
         mesh.extras = {"targetNames": list(character.blend_shape_names)}
 
+    extensions, used = {}, []
+    if len(set(character.joint_names)) == J:
+        extensions[momentum_extension.EXTENSION] = momentum_extension.write(
+            character, None if model_motion is None else model_motion.numpy(), fps,
+            lambda values: writer.add(values.astype(np.float32), "SCALAR", 5126))
+        used = [momentum_extension.EXTENSION]
+        for node in nodes[:J]:
+            node.extensions = {momentum_extension.EXTENSION: {"type": "skeleton_joint"}}
+    else:
+        warnings.warn("save_gltf: the joint names are not unique, so the FB_momentum extension (parameter "
+                      "transform, limits, model motion) is not written", stacklevel=2)
+
     gltf = pygltflib.GLTF2(
         asset=pygltflib.Asset(generator="momentum_ops", version="2.0"),
+        extensions=extensions,
+        extensionsUsed=used,
         scene=0,
-        scenes=[pygltflib.Scene(nodes=[j for j in range(J) if parents[j] < 0] + [J])],
+        scenes=[pygltflib.Scene(nodes=[j for j in range(J) if parents[j] < 0] + ([J] if has_mesh else []))],
         nodes=nodes,
-        meshes=[mesh],
+        meshes=meshes,
         skins=[skin],
         animations=[pygltflib.Animation(name="motion", samplers=samplers, channels=channels)],
         accessors=writer.accessors,
