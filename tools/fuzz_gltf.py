@@ -4,8 +4,8 @@
 Each case is a mutated copy of an asset (its JSON edited structurally, its
 bytes flipped or truncated, or a URI pointed somewhere it must not go) in a
 fresh folder beside a secret file, a FIFO and symbolic links that lead out.
-A worker process loads it with ``load_gltf``, ``gltf_animations`` and
-``load_gltf_motion`` under a memory limit and a time limit per case. A case
+A worker process loads it with ``load_gltf``, ``gltf_animations``,
+``load_gltf_motion``, ``load_gltf_blend_weights`` and ``load_gltf_model_motion`` under a memory limit and a time limit per case. A case
 fails the run when the worker crashes, hangs, runs out of memory, opens a
 file outside the case's folder (seen by an audit hook), or raises anything
 but ``GltfError``. Failing cases are kept under --out for a test to replay.
@@ -51,6 +51,9 @@ def worker() -> None:
     """Loads the case paths read from stdin, one per line; answers one JSON line each."""
     import resource
     import traceback
+    import warnings
+
+    warnings.simplefilter("ignore")  # warnings about what a file leaves out are expected, not findings
 
     import torch  # noqa: F401  (imported before the memory limit)
 
@@ -81,8 +84,12 @@ def worker() -> None:
                 character = momentum_ops.io.load_gltf(path)  # float32: what overflows it must be caught too
                 names = momentum_ops.io.gltf_animations(path)
                 momentum_ops.io.load_gltf_motion(path, character, animation=None)
+                momentum_ops.io.load_gltf_blend_weights(path, character, animation=None)
                 for index in range(min(len(names), 2)):
                     momentum_ops.io.load_gltf_motion(path, character, animation=index)
+                    momentum_ops.io.load_gltf_blend_weights(path, character, animation=index)
+                if b"FB_momentum" in open(path, "rb").read():
+                    momentum_ops.io.load_gltf_model_motion(path, character)
             except GltfError:
                 pass
         except MemoryError:
@@ -267,7 +274,8 @@ def main() -> int:
     if args.worker:
         worker()
         return 0
-    sources = sorted(f for f in glob.glob(os.path.join(ASSETS, "**", "*.gl[bt]*"), recursive=True)
+    sources = sorted(f for folder in (ASSETS, ASSETS + "_morph")
+                     for f in glob.glob(os.path.join(folder, "**", "*.gl[bt]*"), recursive=True)
                      if os.path.getsize(f) < 2_000_000)
     rng = random.Random(args.seed)
     print(f"fuzz_gltf: seed {args.seed}, {len(sources)} seed files, {args.seconds:.0f} s", flush=True)
