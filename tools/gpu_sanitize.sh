@@ -22,7 +22,7 @@ fi
 export PYTHONPATH="$root/.gpu/cuda${site:+:$site}" PYTHONUNBUFFERED=1
 # The kernels' tests: every op (conformance rows, float32 and float64) and the
 # per-op CUDA tests at their sizes (including FK's 2500-joint device topology).
-kernels=(test/test_conformance.py::test_cuda_matches_cpu test/test_fk.py test/test_skinning.py test/test_ik.py)
+kernels=(test/test_conformance.py::test_cuda_matches_cpu test/test_fk.py test/test_skinning.py test/test_blend_shapes.py test/test_ik.py)
 select=(-m cuda -k "not compile and not export and not torchscript and not opcheck and not cpp")
 status=0
 for tool in "${tools[@]}"; do

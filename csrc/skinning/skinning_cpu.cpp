@@ -17,6 +17,50 @@ constexpr const char* kBackward = "skin_points_backward";
 constexpr const char* kBlendedForward = "skin_blended_points";
 constexpr const char* kBlendedBackward = "skin_blended_points_backward";
 constexpr int64_t kVertexChunk = 2048;
+// Items blended together: each blend shape's rows of a vertex chunk are read
+// once for the group (the blend is a small matrix product per chunk).
+constexpr int64_t kBlendGroup = 64;
+constexpr int64_t kBlendChunk = 256;
+// The backward's group also holds a dL/dA per item: at most this many bytes of them.
+constexpr int64_t kBlendGroupBytes = 1 << 20;
+
+// The blended rest points of items [b0, b0 + n) for vertices [v0, v1) into
+// out ([n][3 * (v1 - v0)]), a small matrix product per chunk: a tile of
+// kBlendTile values per item is summed over the shapes in registers, the
+// shapes' tile rows (S x kBlendTile) staying in L1 across the group's items.
+// Only this chunk-sized scratch exists, never [B, V, 3].
+template <typename T>
+void blend_chunk(const SkinArgs& args, int64_t b0, int64_t n, int64_t v0, int64_t v1, T* out) {
+  constexpr int64_t kBlendTile = 32;
+  const int64_t width = 3 * (v1 - v0), V = args.vertices, S = args.shapes;
+  const T* rest = static_cast<const T*>(args.rest_points.const_data_ptr()) + 3 * v0;
+  const T* shapes = static_cast<const T*>(args.blend_shapes.const_data_ptr()) + 3 * v0;
+  const T* blend_weights = static_cast<const T*>(args.blend_weights.const_data_ptr()) + b0 * S;
+  for (int64_t i0 = 0; i0 < width; i0 += kBlendTile) {
+    const int64_t m = std::min(kBlendTile, width - i0);
+    for (int64_t g = 0; g < n; ++g) {
+      T acc[kBlendTile];
+      for (int64_t i = 0; i < kBlendTile; ++i) {
+        acc[i] = i < m ? rest[i0 + i] : T(0);
+      }
+      const T* w = blend_weights + g * S;
+      for (int64_t s = 0; s < S; ++s) {
+        const T* row = shapes + s * V * 3 + i0;
+        const T ws = w[s];
+        if (m == kBlendTile) {
+          for (int64_t i = 0; i < kBlendTile; ++i) {
+            acc[i] += ws * row[i];
+          }
+        } else {
+          for (int64_t i = 0; i < m; ++i) {
+            acc[i] += ws * row[i];
+          }
+        }
+      }
+      std::copy(acc, acc + m, out + g * width + i0);
+    }
+  }
+}
 
 template <typename T>
 void skinning_matrices(const SkinArgs& args, std::vector<T>& out) {
@@ -40,26 +84,38 @@ void skin_forward_cpu_impl(const SkinArgs& args, Tensor& out) {
   const I* indices = static_cast<const I*>(args.skin_indices.const_data_ptr());
   const T* weights = static_cast<const T*>(args.skin_weights.const_data_ptr());
   T* points = static_cast<T*>(out.mutable_data_ptr());
-  const int64_t V = args.vertices, K = args.influences, J = args.joints;
-  const int64_t chunks = (V + kVertexChunk - 1) / kVertexChunk;
-  torch::stable::parallel_for(0, args.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t V = args.vertices, K = args.influences, J = args.joints, B = args.batch;
+  const bool blended = args.shapes > 0;
+  const int64_t chunk = blended ? kBlendChunk : kVertexChunk;
+  const int64_t group = blended ? kBlendGroup : 1;
+  const int64_t chunks = (V + chunk - 1) / chunk;
+  const int64_t groups = (B + group - 1) / group;
+  torch::stable::parallel_for(0, groups * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(size_t(blended ? group * chunk * 3 : 0));
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / chunks;
-      const int64_t v0 = (task % chunks) * kVertexChunk;
-      const int64_t v1 = std::min(V, v0 + kVertexChunk);
-      const T* a = matrices.data() + b * J * kAffineSize;
-      const RestPoints<T> rest = args.rest<T>(b);
-      for (int64_t v = v0; v < v1; ++v) {
-        const Vec3<T> p = rest(v);
-        Vec3<T> y{T(0), T(0), T(0)};
-        for (int64_t k = 0; k < K; ++k) {
-          const T w = weights[v * K + k];
-          y = y + w * affine_apply(a + int64_t(indices[v * K + k]) * kAffineSize, p);
+      const int64_t b0 = (task / chunks) * group;
+      const int64_t n = std::min(group, B - b0);
+      const int64_t v0 = (task % chunks) * chunk;
+      const int64_t v1 = std::min(V, v0 + chunk);
+      if (blended) {
+        blend_chunk(args, b0, n, v0, v1, scratch.data());
+      }
+      for (int64_t b = b0; b < b0 + n; ++b) {
+        const T* a = matrices.data() + b * J * kAffineSize;
+        const RestPoints<T> rest = args.rest<T>(b);
+        const T* chunk_points = scratch.data() + (b - b0) * 3 * (v1 - v0);
+        for (int64_t v = v0; v < v1; ++v) {
+          const Vec3<T> p = blended ? load_vec3(chunk_points + 3 * (v - v0)) : rest(v);
+          Vec3<T> y{T(0), T(0), T(0)};
+          for (int64_t k = 0; k < K; ++k) {
+            const T w = weights[v * K + k];
+            y = y + w * affine_apply(a + int64_t(indices[v * K + k]) * kAffineSize, p);
+          }
+          T* o = points + (b * V + v) * 3;
+          o[0] = y.x;
+          o[1] = y.y;
+          o[2] = y.z;
         }
-        T* o = points + (b * V + v) * 3;
-        o[0] = y.x;
-        o[1] = y.y;
-        o[2] = y.z;
       }
     }
   });
@@ -92,50 +148,72 @@ void skin_backward_cpu_impl(
   const bool per_item = args.per_item_rest_grad;
   const int64_t partial_size = V * K + (per_item ? 0 : V * 3);
   std::vector<T> partials(size_t(tasks * partial_size), T(0));
+  const bool blended = args.shapes > 0;
+  const int64_t chunk = blended ? kBlendChunk : V;
+  const int64_t group = blended ? std::clamp<int64_t>(kBlendGroupBytes / int64_t(J * kAffineSize * sizeof(T) + 1),
+                                                      1, kBlendGroup)
+                                : 1;
   torch::stable::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> grad_a(size_t(J * kAffineSize));
+    std::vector<T> grad_a(size_t(group * J * kAffineSize));
+    std::vector<T> scratch(size_t(blended ? group * chunk * 3 : 0));
     for (int64_t task = begin; task < end; ++task) {
       T* partial_w = partials.data() + task * partial_size;
       T* partial_x = partial_w + V * K;
-      for (int64_t b = B * task / tasks; b < B * (task + 1) / tasks; ++b) {
+      const int64_t last = B * (task + 1) / tasks;
+      // Items in groups (one when nothing is blended), vertices in chunks, so
+      // that a chunk's blended points serve the whole group.
+      for (int64_t b0 = B * task / tasks; b0 < last; b0 += group) {
+        const int64_t n = std::min(group, last - b0);
         std::fill(grad_a.begin(), grad_a.end(), T(0));
-        const T* a = matrices.data() + b * J * kAffineSize;
-        const RestPoints<T> rest = args.rest<T>(b);
-        T* gx_out = per_item ? g_rest + b * V * 3 : partial_x;
-        for (int64_t v = 0; v < V; ++v) {
-          const Vec3<T> p = rest(v);
-          const Vec3<T> g = load_vec3(grad + (b * V + v) * 3);
-          Vec3<T> gx{T(0), T(0), T(0)};
-          for (int64_t k = 0; k < K; ++k) {
-            const int64_t j = int64_t(indices[v * K + k]);
-            const T w = weights[v * K + k];
-            const T* aj = a + j * kAffineSize;
-            partial_w[v * K + k] += dot(g, affine_apply(aj, p));
-            gx = gx + w * affine_transpose_apply(aj, g);
-            T* ga = grad_a.data() + j * kAffineSize;
-            const T wg[3] = {w * g.x, w * g.y, w * g.z};
-            for (int r = 0; r < 3; ++r) {
-              ga[4 * r] += wg[r] * p.x;
-              ga[4 * r + 1] += wg[r] * p.y;
-              ga[4 * r + 2] += wg[r] * p.z;
-              ga[4 * r + 3] += wg[r];
+        for (int64_t v0 = 0; v0 < V; v0 += chunk) {
+          const int64_t v1 = std::min(V, v0 + chunk);
+          if (blended) {
+            blend_chunk(args, b0, n, v0, v1, scratch.data());
+          }
+          for (int64_t b = b0; b < b0 + n; ++b) {
+            const T* a = matrices.data() + b * J * kAffineSize;
+            const RestPoints<T> rest = args.rest<T>(b);
+            const T* chunk_points = scratch.data() + (b - b0) * 3 * (v1 - v0);
+            T* grad_a_b = grad_a.data() + (b - b0) * J * kAffineSize;
+            T* gx_out = per_item ? g_rest + b * V * 3 : partial_x;
+            for (int64_t v = v0; v < v1; ++v) {
+              const Vec3<T> p = blended ? load_vec3(chunk_points + 3 * (v - v0)) : rest(v);
+              const Vec3<T> g = load_vec3(grad + (b * V + v) * 3);
+              Vec3<T> gx{T(0), T(0), T(0)};
+              for (int64_t k = 0; k < K; ++k) {
+                const int64_t j = int64_t(indices[v * K + k]);
+                const T w = weights[v * K + k];
+                const T* aj = a + j * kAffineSize;
+                partial_w[v * K + k] += dot(g, affine_apply(aj, p));
+                gx = gx + w * affine_transpose_apply(aj, g);
+                T* ga = grad_a_b + j * kAffineSize;
+                const T wg[3] = {w * g.x, w * g.y, w * g.z};
+                for (int r = 0; r < 3; ++r) {
+                  ga[4 * r] += wg[r] * p.x;
+                  ga[4 * r + 1] += wg[r] * p.y;
+                  ga[4 * r + 2] += wg[r] * p.z;
+                  ga[4 * r + 3] += wg[r];
+                }
+              }
+              if (per_item) {
+                gx_out[3 * v] = gx.x;
+                gx_out[3 * v + 1] = gx.y;
+                gx_out[3 * v + 2] = gx.z;
+              } else {
+                gx_out[3 * v] += gx.x;
+                gx_out[3 * v + 1] += gx.y;
+                gx_out[3 * v + 2] += gx.z;
+              }
             }
           }
-          if (per_item) {
-            gx_out[3 * v] = gx.x;
-            gx_out[3 * v + 1] = gx.y;
-            gx_out[3 * v + 2] = gx.z;
-          } else {
-            gx_out[3 * v] += gx.x;
-            gx_out[3 * v + 1] += gx.y;
-            gx_out[3 * v + 2] += gx.z;
-          }
         }
-        for (int64_t j = 0; j < J; ++j) {
-          const int64_t i = b * J + j;
-          skinning_matrix_backward(
-              load_state(state + i * kStateSize), ibp + j * 16, grad_a.data() + j * kAffineSize,
-              g_state + i * kStateSize);
+        for (int64_t b = b0; b < b0 + n; ++b) {
+          for (int64_t j = 0; j < J; ++j) {
+            const int64_t i = b * J + j;
+            skinning_matrix_backward(
+                load_state(state + i * kStateSize), ibp + j * 16,
+                grad_a.data() + ((b - b0) * J + j) * kAffineSize, g_state + i * kStateSize);
+          }
         }
       }
     }
