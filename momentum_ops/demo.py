@@ -1,12 +1,19 @@
-"""``python -m momentum_ops.demo [--gltf PATH] [--device cuda]``: loads a
-character (by default a synthetic humanoid the package builds itself), plays
-its animation through forward kinematics and skinning, prints timings, draws
-a few frames to a PNG, and fits the character back to its own animation's
-joint positions with noise added, frame by frame with inverse kinematics."""
+"""``python -m momentum_ops.demo [--gltf PATH] [--urdf PATH] [--morph PATH] [--device cuda]``:
+loads a character (by default a synthetic humanoid the package builds
+itself), plays its animation through forward kinematics and skinning, prints
+timings, draws a few frames to a PNG, and fits the character back to its own
+animation's joint positions with noise added, frame by frame with inverse
+kinematics. Then a URDF robot arm (its joints swept, its end link steered to
+targets by IK) and a morph-target animation (blend shapes and skinning in one
+op), each drawn to a PNG of its own. Without paths, the robot and the morph
+file come from the repository's test assets when they are there, else are
+built here."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import torch
@@ -92,9 +99,109 @@ def fit(character, motion, noise):
           f"{float(noise_level):.4g}), {motion.shape[0] / ms * 1e3:,.0f} frames/s")
 
 
+_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test", "assets")
+_ROBOT = """<robot name="demo_arm">
+  <link name="base"><visual><geometry><cylinder radius="0.08" length="0.1"/></geometry></visual></link>
+  <link name="upper"><visual><origin xyz="0 0 0.2"/><geometry><box size="0.06 0.06 0.4"/></geometry></visual></link>
+  <link name="lower"><visual><origin xyz="0 0 0.15"/><geometry><box size="0.05 0.05 0.3"/></geometry></visual></link>
+  <link name="hand"><visual><geometry><sphere radius="0.04"/></geometry></visual></link>
+  <joint name="yaw" type="continuous"><parent link="base"/><child link="upper"/>
+    <origin xyz="0 0 0.05"/><axis xyz="0 0 1"/></joint>
+  <joint name="shoulder" type="revolute"><parent link="upper"/><child link="lower"/>
+    <origin xyz="0 0 0.4"/><axis xyz="0 1 1"/><limit lower="-2" upper="2" effort="1" velocity="1"/></joint>
+  <joint name="elbow" type="revolute"><parent link="lower"/><child link="hand"/>
+    <origin xyz="0 0 0.3" rpy="0.3 0 0"/><axis xyz="0 1 0"/><limit lower="-2.5" upper="2.5" effort="1" velocity="1"/></joint>
+</robot>
+"""
+
+
+def robot(args, device):
+    """A URDF arm: FK over a sweep of its joints, IK to reach targets with its end link."""
+    from momentum_ops.io import load_urdf
+    from momentum_ops.render import render_character
+
+    path = args.urdf or os.path.join(_ASSETS, "urdf", "pytorch_kinematics", "kuka_iiwa.urdf")
+    with tempfile.TemporaryDirectory() as folder:
+        if args.urdf is None and not os.path.exists(path):
+            path = os.path.join(folder, "demo_arm.urdf")
+            with open(path, "w") as f:
+                f.write(_ROBOT)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # visual mesh files are not loaded
+            character = load_urdf(path)
+    character = character.to(device)
+    low, high = character.parameter_min.clamp(min=-2.0), character.parameter_max.clamp(max=2.0)
+    theta = low + torch.rand(args.batch, character.num_parameters, device=device) * (high - low)
+    end = character.num_joints - 1
+
+    def fk():
+        return character.joint_parameters_to_skeleton_state(character.model_parameters_to_joint_parameters(theta))
+
+    ms = _time(fk, device)
+    targets = fk()[:, end: end + 1, :3]
+    start = (theta + 0.3 * torch.randn_like(theta)).clamp(low, high)
+    result = momentum_ops.solve_ik(character, start, position_joints=torch.tensor([end]), position_targets=targets,
+                                   max_iterations=30)
+    reached = character.joint_parameters_to_skeleton_state(
+        character.model_parameters_to_joint_parameters(result.model_parameters))[:, end, :3]
+    miss = (reached - targets[:, 0]).norm(dim=-1)
+    print(f"robot: {os.path.basename(path)}: {character.num_parameters} DOF, {character.num_joints} links; "
+          f"FK of {args.batch} configurations {ms:.3f} ms; IK to {args.batch} end-link targets: median miss "
+          f"{float(miss.median()):.2e} m, {float((miss < 1e-4).float().mean()):.1%} within 0.1 mm")
+    sweep = low.cpu() + torch.linspace(0.2, 0.8, 4)[:, None] * (high - low).cpu()
+    motion = character.cpu().model_parameters_to_joint_parameters(sweep).reshape(4, -1, 7)
+    out = os.path.splitext(args.out)[0] + "_robot.png"
+    render_character(out, character.cpu(), motion, titles=[f"sweep {i}" for i in range(4)], up="z")
+    print(f"drew the robot's joint sweep to {out}")
+
+
+def morph(args, device):
+    """A morph-target animation: blend weights from the file, blend + skinning in one op."""
+    from momentum_ops.io import gltf_animations, load_gltf, load_gltf_blend_weights, load_gltf_motion, save_gltf
+    from momentum_ops.render import render_character
+
+    path = args.morph or os.path.join(_ASSETS, "gltf_morph", "MorphStressTest", "MorphStressTest.glb")
+    with tempfile.TemporaryDirectory() as folder:
+        if args.morph is None and not os.path.exists(path):
+            # A synthetic humanoid with two blend shapes and an animation of their weights.
+            base = humanoid_character(12, rings=6, segments=10)
+            rest = base.rest_vertices
+            shapes = torch.stack([0.15 * rest * (rest[:, 1:2] > rest[:, 1].median()), torch.roll(rest, 1, 1) * 0.1])
+            base = momentum_ops.Character(base.joint_names, base.parents, base.offsets, base.pre_rotations,
+                                          rest_vertices=rest, faces=base.faces, skin_indices=base.skin_indices,
+                                          skin_weights=base.skin_weights, blend_shapes=shapes,
+                                          blend_shape_names=["bulk", "twist"])
+            frames = torch.linspace(0, 1, 30)
+            path = os.path.join(folder, "morph_demo.glb")
+            save_gltf(path, base, random_motion(30, base.num_joints, amplitude=0.2), fps=30,
+                      blend_weights=torch.stack([torch.sin(6 * frames), frames], 1))
+        character = load_gltf(path)
+        names = gltf_animations(path)
+        animation = names[1] if len(names) > 1 else 0
+        motion = load_gltf_motion(path, character, animation=animation)
+        weights = load_gltf_blend_weights(path, character, animation=animation)
+    character = character.to(device)
+    posed = character.skin(character.joint_parameters_to_skeleton_state(motion.to(device)), weights.to(device))
+    ms = _time(lambda: character.skin(character.joint_parameters_to_skeleton_state(motion.to(device)),
+                                      weights.to(device)), device)
+    print(f"morph targets: {os.path.basename(path)} animation {animation!r}: {character.num_blend_shapes} blend "
+          f"shapes {character.blend_shape_names[:4]}..., {character.num_vertices} vertices, {motion.shape[0]} "
+          f"frames blended and skinned in one call: {ms:.3f} ms; posed span "
+          f"{[round(e, 3) for e in (posed.amax((0, 1)) - posed.amin((0, 1))).tolist()]}")
+    picks = torch.linspace(0, motion.shape[0] - 1, 4).round().long()
+    out = os.path.splitext(args.out)[0] + "_morph.png"
+    render_character(out, character.cpu(), motion[picks], titles=[f"frame {int(i)}" for i in picks],
+                     blend_weights=weights[picks], azimuth=-60)
+    print(f"drew frames {picks.tolist()} to {out}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gltf", help="a .glb/.gltf character (default: a built-in synthetic one)")
+    parser.add_argument("--urdf", help="a URDF robot (default: kuka_iiwa from the test assets, else a built-in arm)")
+    parser.add_argument("--morph", help="a glTF with morph targets (default: MorphStressTest, else a built-in one)")
     parser.add_argument("--animation", default=None, help="animation index or name (default: the first)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch", type=int, default=4096, help="frames per call in the throughput test")
@@ -141,6 +248,9 @@ def main(argv=None):
                             titles=[f"frame {int(i)}" for i in picks])
     extent = (vertices.amax(dim=(0, 1)) - vertices.amin(dim=(0, 1))).tolist()
     print(f"posed vertices span {[round(e, 3) for e in extent]}; drew frames {picks.tolist()} to {path}")
+
+    robot(args, device)
+    morph(args, device)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ def render(
         joints = _to_plot(np.asarray(torch.as_tensor(joints).detach().cpu().double()), up).reshape(frames, -1, 3)
         parents = [int(p) for p in torch.as_tensor(parents).cpu()]
     every = vertices.reshape(-1, 3) if joints is None else np.concatenate([vertices.reshape(-1, 3), joints.reshape(-1, 3)])
+    if not len(every):
+        raise ValueError("render: nothing to draw (no vertices and no joints)")
     low, high = every.min(axis=0), every.max(axis=0)
     centre, half = (low + high) / 2, (high - low).max() / 2 * 1.05 + 1e-9
     light = np.array([0.4, -0.8, 0.6])
@@ -61,16 +63,17 @@ def render(
             shade = 0.3 + 0.7 * np.abs(normals @ light)
             colors = np.clip(np.asarray(color)[None] * shade[:, None], 0, 1)
             axes.add_collection3d(Poly3DCollection(triangles, facecolors=colors, edgecolors="none", alpha=0.6, zorder=1))
-        else:
+        elif vertices.shape[1]:
             axes.scatter(*vertices[f].T, s=1, c=[color])
         if joints is not None:
             for j, p in enumerate(parents):
                 if p >= 0:
-                    axes.plot(*np.stack([joints[f, p], joints[f, j]]).T, color="black", linewidth=1.2, zorder=2)
+                    axes.plot(*np.stack([joints[f, p], joints[f, j]]).T, color="black",
+                              linewidth=1.2 if vertices.shape[1] else 4.0, zorder=2)
             axes.scatter(*joints[f].T, s=6, c="crimson", depthshade=False, zorder=3)
         for setter, c in zip((axes.set_xlim, axes.set_ylim, axes.set_zlim), centre):
             setter(c - half, c + half)
-        axes.set_box_aspect((1, 1, 1), zoom=1.8)
+        axes.set_box_aspect((1, 1, 1), zoom=1.8 if vertices.shape[1] else 1.2)
         axes.view_init(elev=12, azim=azimuth)
         axes.set_axis_off()
         if titles is not None:
@@ -82,13 +85,14 @@ def render(
 
 
 def render_character(path: str, character, joint_parameters: torch.Tensor, titles=None, skeleton: bool = True,
-                     azimuth: float = -70.0) -> str:
-    """Poses `character` with joint parameters ``[F, J, 7]`` and draws it."""
+                     azimuth: float = -70.0, blend_weights: Optional[torch.Tensor] = None, up: str = "y") -> str:
+    """Poses `character` with joint parameters ``[F, J, 7]`` (and blend
+    weights ``[F, S]``) and draws it; ``up="z"`` for z-up models (URDF)."""
     with torch.no_grad():
         state = character.joint_parameters_to_skeleton_state(joint_parameters)
-        vertices = character.skin(state)
+        vertices = character.skin(state, blend_weights)
     return render(
         path, vertices, character.faces,
         joints=state[..., :3] if skeleton else None, parents=character.parents if skeleton else None,
-        titles=titles, azimuth=azimuth,
+        titles=titles, azimuth=azimuth, up=up,
     )

@@ -9,8 +9,9 @@
 //    the gradients of the batch-shared weights and rest points accumulate in
 //    registers over the group, then one atomic per value per block.
 //  * skinning_matrices_backward_kernel: dL/dA -> dL/dstate.
-// skin_blended_points runs the same kernels with the rest points blended per
-// vertex as they are read (RestPoints in math.h).
+// skin_blended_points: skin_blended_forward_kernel (below) forward; the
+// backward runs the same kernel with the rest points blended per vertex as
+// they are read (RestPoints in math.h).
 // Skeletons too large for shared memory form A in global memory first
 // (skinning_matrices_kernel) and the kernels read it from there.
 // Skin indices are validated on the host before the kernels run (one small
@@ -39,6 +40,7 @@ constexpr int kThreads = 256;
 constexpr int kRegisterInfluences = 8;  // weight gradients kept in registers
 constexpr int kVerticesPerBlock = 1024;  // forward: 4 per thread
 constexpr size_t kMaxShared = 96 * 1024;
+constexpr int kBlendItems = 8;  // items per block of the blended forward
 
 template <typename T, typename I>
 struct SkinParams {
@@ -61,7 +63,6 @@ struct SkinParams {
   int influences;
   int64_t shapes;
   bool batched_points;
-  bool per_item_rest_grad;  // grad_rest_points is [B, V, 3]
   int items_per_block;  // backward
   bool shared;  // matrices (and the backward's accumulator) in shared memory
 };
@@ -86,12 +87,16 @@ __device__ __forceinline__ const T* item_matrices(const SkinParams<T, I>& p, T* 
   return shared;
 }
 
-template <typename T, typename I>
-__device__ __forceinline__ RestPoints<T> item_rest(const SkinParams<T, I>& p, int64_t b) {
-  if (p.shapes == 0) {
-    return {p.rest_points + (p.batched_points ? b * p.vertices * 3 : 0), nullptr, nullptr, 0, p.vertices};
+// Vertex v's rest point for item b. The blend is a compile-time variant, so
+// plain skinning keeps its registers (and occupancy) to itself.
+template <bool kBlended, typename T, typename I>
+__device__ __forceinline__ Vec3<T> rest_point(const SkinParams<T, I>& p, int64_t b, int64_t v) {
+  if constexpr (kBlended) {
+    return RestPoints<T>{p.rest_points, p.blend_shapes, p.blend_weights + b * p.shapes, p.shapes, p.vertices}(v);
+  } else {
+    const T* x = p.rest_points + (p.batched_points ? b * p.vertices * 3 : 0) + 3 * v;
+    return {x[0], x[1], x[2]};
   }
-  return {p.rest_points, p.blend_shapes, p.blend_weights + b * p.shapes, p.shapes, p.vertices};
 }
 
 template <typename T>
@@ -128,10 +133,9 @@ __global__ void __launch_bounds__(kThreads) skin_forward_kernel(const SkinParams
   const int64_t first = (blockIdx.x % chunks) * kVerticesPerBlock;
   const int64_t last = min(first + kVerticesPerBlock, V);
   const T* a = item_matrices(p, reinterpret_cast<T*>(shared_bytes), b);
-  const RestPoints<T> rest = item_rest(p, b);
   const int K = p.influences;
   for (int64_t v = first + threadIdx.x; v < last; v += blockDim.x) {
-    const Vec3<T> point = rest(v);
+    const Vec3<T> point = rest_point<false>(p, b, v);
     Vec3<T> y{T(0), T(0), T(0)};
     for (int k = 0; k < K; ++k) {
       const int64_t j = int64_t(p.skin_indices[v * K + k]);
@@ -150,7 +154,66 @@ __global__ void __launch_bounds__(kThreads) skin_forward_kernel(const SkinParams
   }
 }
 
+// Blended forward: a block owns kThreads vertices and kBlendItems items. Each
+// thread reads its vertex's blend-shape offsets once and adds them to the
+// rest point of every item of the group in registers (the blend is a small
+// matrix product; reading the shapes once per group instead of once per item
+// is what keeps it off the memory system), then skins each item with the
+// skinning matrices formed beforehand in global memory.
 template <typename T, typename I>
+__global__ void __launch_bounds__(kThreads) skin_blended_forward_kernel(const SkinParams<T, I> p) {
+  const int64_t V = p.vertices;
+  const int64_t chunks = (V + kThreads - 1) / kThreads;
+  const int64_t v = (blockIdx.x % chunks) * kThreads + threadIdx.x;
+  const int64_t b0 = (blockIdx.x / chunks) * kBlendItems;
+  const int n = int(min(int64_t(kBlendItems), p.batch - b0));
+  if (v >= V) {
+    return;
+  }
+  const int64_t S = p.shapes;
+  const T* rest = p.rest_points + 3 * v;
+  Vec3<T> point[kBlendItems];
+#pragma unroll
+  for (int g = 0; g < kBlendItems; ++g) {
+    point[g] = {rest[0], rest[1], rest[2]};
+  }
+  const T* weights = p.blend_weights + b0 * S;
+  for (int64_t s = 0; s < S; ++s) {
+    const T* d = p.blend_shapes + (s * V + v) * 3;
+    const Vec3<T> offset{d[0], d[1], d[2]};
+#pragma unroll
+    for (int g = 0; g < kBlendItems; ++g) {
+      if (g < n) {
+        point[g] = point[g] + weights[g * S + s] * offset;
+      }
+    }
+  }
+  const int K = p.influences;
+  const int J = p.joints;
+#pragma unroll
+  for (int g = 0; g < kBlendItems; ++g) {
+    if (g >= n) {
+      break;
+    }
+    const T* a = p.matrices + (b0 + g) * J * kAffineSize;
+    Vec3<T> y{T(0), T(0), T(0)};
+    for (int k = 0; k < K; ++k) {
+      const int64_t j = int64_t(p.skin_indices[v * K + k]);
+      if (j < 0 || j >= J) {
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        y = {nan, nan, nan};
+        break;
+      }
+      y = y + p.skin_weights[v * K + k] * affine_apply(a + j * kAffineSize, point[g]);
+    }
+    T* o = p.out + ((b0 + g) * V + v) * 3;
+    o[0] = y.x;
+    o[1] = y.y;
+    o[2] = y.z;
+  }
+}
+
+template <typename T, typename I, bool kBlended>
 __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParams<T, I> p) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* matrices = reinterpret_cast<T*>(shared_bytes);  // [J, 12]
@@ -187,7 +250,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
     T* grad_a = p.shared ? accumulator : p.grad_matrices + b * J * kAffineSize;
     const T* a = item_matrices(p, matrices, b);
     if (valid) {
-      const Vec3<T> point = item_rest(p, b)(v);
+      const Vec3<T> point = rest_point<kBlended>(p, b, v);
       const T* gp = p.grad_points + (b * V + v) * 3;
       const Vec3<T> g{gp[0], gp[1], gp[2]};
       Vec3<T> grad_x{T(0), T(0), T(0)};
@@ -222,7 +285,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
       for (int k = kRegisterInfluences; k < K; ++k) {
         atomicAdd(p.grad_weights + v * K + k, influence(k));
       }
-      if (p.per_item_rest_grad) {
+      if (kBlended || p.batched_points) {
         T* gx = p.grad_rest_points + (b * V + v) * 3;
         gx[0] = grad_x.x;
         gx[1] = grad_x.y;
@@ -254,7 +317,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
         atomicAdd(p.grad_weights + v * K + k, grad_w_sum[k]);
       }
     }
-    if (!p.per_item_rest_grad) {
+    if (!kBlended && !p.batched_points) {
       atomicAdd(p.grad_rest_points + 3 * v, grad_x_sum.x);
       atomicAdd(p.grad_rest_points + 3 * v + 1, grad_x_sum.y);
       atomicAdd(p.grad_rest_points + 3 * v + 2, grad_x_sum.z);
@@ -315,7 +378,6 @@ SkinParams<T, I> make_params(const SkinArgs& args) {
   p.joints = int(args.joints);
   p.influences = int(args.influences);
   p.batched_points = args.batched_points;
-  p.per_item_rest_grad = args.per_item_rest_grad;
   p.shapes = args.shapes;
   if (args.shapes > 0) {
     p.blend_shapes = static_cast<const T*>(args.blend_shapes.const_data_ptr());
@@ -376,11 +438,22 @@ Tensor skin_forward(const char* op, const SkinArgs& args) {
     }
     SkinParams<T, I> p = make_params<T, I>(args);
     Tensor matrices;
-    const size_t shared = prepare_matrices<T>(op, args, p, matrices, false, stream);
     p.out = static_cast<T*>(out.mutable_data_ptr());
-    set_shared_limit(skin_forward_kernel<T, I>, shared, op);
+    if (args.shapes > 0) {
+      matrices = torch::stable::new_empty(args.skeleton_state, {args.batch, args.joints, kAffineSize});
+      launch_skinning_matrices<T>(op, args, matrices, stream);
+      p.matrices = static_cast<const T*>(matrices.const_data_ptr());
+      const int64_t blocks = ((args.vertices + kThreads - 1) / kThreads) *
+          ((args.batch + kBlendItems - 1) / kBlendItems);
+      skin_blended_forward_kernel<T, I><<<unsigned(blocks), kThreads, 0, stream>>>(p);
+      MOMENTUM_CHECK_LAUNCH(op);
+      return;
+    }
+    const size_t shared = prepare_matrices<T>(op, args, p, matrices, false, stream);
+    const auto kernel = skin_forward_kernel<T, I>;
+    set_shared_limit(kernel, shared, op);
     const int64_t blocks = args.batch * ((args.vertices + kVerticesPerBlock - 1) / kVerticesPerBlock);
-    skin_forward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
+    kernel<<<unsigned(blocks), kThreads, shared, stream>>>(p);
     MOMENTUM_CHECK_LAUNCH(op);
   });
   return out;
@@ -418,9 +491,10 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward(const char* op, const SkinArgs&
       const int64_t target_blocks = int64_t(8) * multiprocessor_count(args.skeleton_state.get_device_index());
       const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(args.batch, target_blocks / chunks));
       p.items_per_block = int((args.batch + groups - 1) / groups);
-      set_shared_limit(skin_backward_kernel<T, I>, shared, op);
+      const auto kernel = args.shapes > 0 ? skin_backward_kernel<T, I, true> : skin_backward_kernel<T, I, false>;
+      set_shared_limit(kernel, shared, op);
       const int64_t blocks = chunks * ((args.batch + p.items_per_block - 1) / p.items_per_block);
-      skin_backward_kernel<T, I><<<unsigned(blocks), kThreads, shared, stream>>>(p);
+      kernel<<<unsigned(blocks), kThreads, shared, stream>>>(p);
       MOMENTUM_CHECK_LAUNCH(op);
     }
     skinning_matrices_backward_kernel<T><<<blocks_for(count), kThreads, 0, stream>>>(
