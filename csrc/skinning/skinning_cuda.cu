@@ -48,8 +48,6 @@ struct SkinParams {
   const T* inverse_bind_pose;
   const T* matrices;  // [B, J, 12] when they do not fit in shared memory
   const T* rest_points;
-  const T* blend_shapes;  // [S, V, 3]
-  const T* blend_weights;  // [B, S]
   const I* skin_indices;
   const T* skin_weights;
   const T* grad_points;  // backward
@@ -61,10 +59,13 @@ struct SkinParams {
   int64_t vertices;
   int joints;
   int influences;
-  int64_t shapes;
   bool batched_points;
   int items_per_block;  // backward
   bool shared;  // matrices (and the backward's accumulator) in shared memory
+  // skin_blended_points only (last, so the plain kernels see the same layout).
+  const T* blend_shapes;  // [S, V, 3]
+  const T* blend_weights;  // [B, S]
+  int64_t shapes;
 };
 
 // The matrices of item b: formed in shared memory by the block, or read from
@@ -254,12 +255,17 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
       const T* gp = p.grad_points + (b * V + v) * 3;
       const Vec3<T> g{gp[0], gp[1], gp[2]};
       Vec3<T> grad_x{T(0), T(0), T(0)};
+      // The lambda reads copies, not p: taking a kernel parameter's address
+      // (a by-reference capture) copies the whole struct to local memory.
+      const I* skin_indices = p.skin_indices;
+      const T* skin_weights = p.skin_weights;
+      const bool shared = p.shared;
       auto influence = [&](int k) -> T {
-        const int64_t j = int64_t(p.skin_indices[v * K + k]);
+        const int64_t j = int64_t(skin_indices[v * K + k]);
         if (j < 0 || j >= J) {
           return std::numeric_limits<T>::quiet_NaN();
         }
-        const T w = p.skin_weights[v * K + k];
+        const T w = skin_weights[v * K + k];
         const T* aj = a + j * kAffineSize;
         grad_x = grad_x + w * affine_transpose_apply(aj, g);
         T* ga = grad_a + j * kAffineSize;
@@ -271,7 +277,7 @@ __global__ void __launch_bounds__(kThreads) skin_backward_kernel(const SkinParam
           atomicAdd(ga + 4 * r + 2, wg[r] * point.z);
           atomicAdd(ga + 4 * r + 3, wg[r]);
         }
-        if (p.shared) {
+        if (shared) {
           touched[j] = 1;
         }
         return dot(g, affine_apply(aj, point));
