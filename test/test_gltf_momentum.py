@@ -291,3 +291,43 @@ def test_ik_and_jacobian_with_joint_parameter_offsets(generator):
         step[p] = h
         fd = ((positions(truth + step) - positions(truth - step)) / (2 * h)).reshape(2, -1)
         torch.testing.assert_close(jacobian[..., p], fd, atol=1e-7, rtol=0)
+
+
+PYMOMENTUM = os.path.join(HERE, "assets", "pymomentum", "model_with_motion.npz")
+
+
+def test_agrees_with_pymomentum():
+    """What pymomentum (Momentum's own bindings, tools/pymomentum_reference.py)
+    reads from the same file, in centimetres, against what momentum_ops reads
+    in metres: transform, limits, motion, offsets, and every frame's skeleton
+    state."""
+    theirs = np.load(PYMOMENTUM)
+    character = load_gltf(MOMENTUM_FILE, dtype=torch.float64)
+    poses, fps = load_gltf_model_motion(MOMENTUM_FILE, character)
+    assert character.parameter_names == theirs["parameter_names"].tolist()
+    assert character.joint_names == theirs["joint_names"].tolist()
+    assert fps == float(theirs["fps"])
+    T = theirs["transform"].copy()  # [7J, P], centimetres
+    on_translation = (T.reshape(-1, 7, T.shape[1])[:, :3] != 0).any(axis=(0, 1))
+    on_other = (T.reshape(-1, 7, T.shape[1])[:, 3:] != 0).any(axis=(0, 1))
+    lengths = on_translation & ~on_other
+    rows = (np.arange(T.shape[0]) % 7) < 3
+    T[np.ix_(rows, ~lengths)] /= 100
+    np.testing.assert_allclose(character.parameter_transform.numpy(), T, rtol=1e-7, atol=0)
+    scale = np.where(lengths, 100.0, 1.0)
+    low, high = theirs["model_parameter_limits"]
+    low = np.where(low <= -3.4e38, -np.inf, low / scale)
+    high = np.where(high >= 3.4e38, np.inf, high / scale)
+    np.testing.assert_allclose(character.parameter_min.numpy(), low, rtol=1e-7)
+    np.testing.assert_allclose(character.parameter_max.numpy(), high, rtol=1e-7)
+    np.testing.assert_allclose(poses.numpy(), theirs["motion"] / scale, rtol=1e-6, atol=1e-9)
+    offsets = theirs["offsets"].reshape(-1, 7).astype(np.float64)
+    offsets[:, :3] /= 100
+    np.testing.assert_allclose(character.joint_parameter_offsets.reshape(-1, 7).numpy(), offsets, rtol=1e-6, atol=1e-9)
+    states = character.joint_parameters_to_skeleton_state(character.model_parameters_to_joint_parameters(poses))
+    expected = theirs["skeleton_states"].copy()
+    expected[..., :3] /= 100
+    got = states.numpy()
+    sign = np.sign((got[..., 3:7] * expected[..., 3:7]).sum(-1, keepdims=True))  # q and -q are one rotation
+    got[..., 3:7] *= sign
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
