@@ -36,3 +36,18 @@ def test_check_abi_fails_on_a_torch_cpp_symbol(tmp_path):
     result = run_tool("tools/check_abi.py", str(library))
     assert result.returncode == 1
     assert "_ZN3c106detail14torchCheckFailEPKcS2_jS2_: a torch C++ symbol" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    ["--urdf", os.path.join(ROOT, "test", "assets", "urdf", "pytorch_kinematics", "wx250s.urdf"), "--frames", "2"],
+    ["--gltf", os.path.join(ROOT, "test", "assets", "gltf_morph", "AnimatedMorphCube", "AnimatedMorphCube.glb"),
+     "--frames", "2"],
+], ids=["urdf", "morph"])
+def test_render_tool_draws_robots_and_morph_targets(tmp_path, args):
+    """The render tool's URDF and morph-target paths write an image."""
+    out = tmp_path / "out.png"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "render.py"), *args, "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 1000
