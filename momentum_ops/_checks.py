@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from typing import Callable, Dict, Optional
 
 import torch
@@ -69,6 +70,23 @@ def finite_option(value, name: str, where: str, minimum: float = 0.0, strict: bo
         raise ValueError(f"{where}: {name} must be a finite number {'>' if strict else '>='} {minimum:g}, "
                          f"got {value!r}")
     return number
+
+
+def dense_transform_budget(joints: int, parameters: int, element_bytes: int, where: str) -> None:
+    """Refuses a dense parameter transform [7J, P] larger than half of this
+    machine's memory: a small file naming tens of thousands of joints must get
+    a clear error, not the out-of-memory killer. (The transform is dense until
+    it is stored sparsely; see the README's limits.)"""
+    size = 7 * joints * parameters * element_bytes
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - platforms without sysconf
+        memory = 16 << 30
+    if size > memory // 2:
+        raise ValueError(
+            f"{where}: {joints} joints and {parameters} model parameters make a dense parameter transform of "
+            f"{size / 2**30:.1f} GiB, more than half of this machine's {memory / 2**30:.0f} GiB; momentum_ops "
+            "stores the transform densely (a sparse form is planned)")
 
 
 def same_device(op: str, reference_name: str, reference: torch.Tensor, tensors: Dict[str, torch.Tensor],

@@ -103,6 +103,7 @@ class Character(torch.nn.Module):
         pre_rotations = torch.nn.functional.normalize(pre_rotations, dim=-1)
 
         if parameter_transform is None:
+            _checks.dense_transform_budget(J, 7 * J, torch.finfo(dtype).bits // 8, "Character")
             parameter_transform = torch.eye(7 * J, dtype=dtype, device=device)
             if parameter_names is None:
                 parameter_names = [f"{name}_{p}" for name in joint_names for p in JOINT_PARAMETER_NAMES]

@@ -297,3 +297,25 @@ def test_files_that_are_not_regular_or_missing(tmp_path):
         load_urdf("/dev/zero")
     with pytest.raises(ValueError, match="dtype must be"):
         load_urdf(KUKA, dtype=torch.int32)
+
+
+def test_a_robot_too_large_for_a_dense_transform_is_refused(tmp_path, monkeypatch):
+    """A small file naming thousands of links must get a clear error, not the
+    out-of-memory killer: the dense transform is checked against the machine's
+    memory (pretended here to be 1 GiB) before it is allocated."""
+    import momentum_ops._checks as checks
+
+    real = checks.os.sysconf
+    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
+        1 << 30 if name == "SC_PHYS_PAGES" else real(name)))
+    n = 4000
+    links = "".join(f'<link name="l{i}"/>' for i in range(n))
+    joints = "".join(f'<joint name="j{i}" type="revolute"><parent link="l{i}"/><child link="l{i + 1}"/>'
+                     f'<axis xyz="0 1 0"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint>'
+                     for i in range(n - 1))
+    with pytest.raises(UrdfError, match=r"4000 joints and 3999 model parameters make a dense parameter transform "
+                                        r"of 0\.8 GiB, more than half of this machine's 1 GiB"):
+        load_urdf(write(tmp_path, f'<robot name="chain">{links}{joints}</robot>'))
+    with pytest.raises(ValueError, match=r"Character: 9000 joints and 63000 model parameters"):
+        momentum_ops.Character([f"j{i}" for i in range(9000)], torch.arange(-1, 8999), torch.zeros(9000, 3),
+                               torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(9000, 1))

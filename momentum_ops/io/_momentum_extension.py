@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .. import _checks
 from ._gltf_document import GltfDocument
 
 EXTENSION = "FB_momentum"
@@ -91,6 +92,10 @@ def read_transform(file: GltfDocument, ext: dict, joint_names: Sequence[str]):
     joints = spec["joints"]
     if not isinstance(joints, dict):
         raise file.error(f"{where}.joints must be an object (joint name -> channel -> parameter -> coefficient)")
+    try:
+        _checks.dense_transform_budget(len(joint_names), len(names), 8, where)
+    except ValueError as error:
+        raise file.error(str(error)) from None
     transform = np.zeros((7 * len(joint_names), len(names)))
     for joint, channels in joints.items():
         here = f"{where}.joints[{joint!r}]"

@@ -43,7 +43,7 @@ from typing import Dict, List, Union
 import numpy as np
 import torch
 
-from .. import quaternion
+from .. import _checks, quaternion
 from ..character import Character
 from . import _files
 
@@ -237,6 +237,10 @@ def load_urdf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     column = {name: p for p, name in enumerate(parameter_names)}
     by_name = {j.name: j for j in movable}
     J, P = len(joint_names), len(parameter_names)
+    try:
+        _checks.dense_transform_budget(J, P, 8, "load_urdf")
+    except ValueError as error:
+        raise UrdfError(f"{path}: {error}") from None
     transform = np.zeros((7 * J, P))
     joint_offsets = np.zeros(7 * J)
 
