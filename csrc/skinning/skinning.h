@@ -7,6 +7,20 @@
 
 namespace momentum_ops {
 
+// The ops' names and C++ signatures (one place for both devices' entry points).
+constexpr const char* kSkinForward = "skin_points";
+constexpr const char* kSkinBackward = "skin_points_backward";
+constexpr const char* kBlendedSkinForward = "skin_blended_points";
+constexpr const char* kBlendedSkinBackward = "skin_blended_points_backward";
+#define MOMENTUM_SKIN_PARAMS \
+  Tensor skeleton_state, Tensor inverse_bind_pose, Tensor rest_points, Tensor skin_indices, Tensor skin_weights
+#define MOMENTUM_SKIN_ARGS skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights
+#define MOMENTUM_BLENDED_SKIN_PARAMS                                                                 \
+  Tensor skeleton_state, Tensor inverse_bind_pose, Tensor rest_points, Tensor blend_shapes, Tensor blend_weights, \
+      Tensor skin_indices, Tensor skin_weights
+#define MOMENTUM_BLENDED_SKIN_ARGS \
+  skeleton_state, inverse_bind_pose, rest_points, blend_shapes, blend_weights, skin_indices, skin_weights
+
 struct SkinArgs {
   Tensor skeleton_state;  // contiguous [B..., J, 8]
   Tensor inverse_bind_pose;  // contiguous [J, 4, 4]

@@ -12,10 +12,6 @@
 namespace momentum_ops {
 namespace {
 
-constexpr const char* kForward = "skin_points";
-constexpr const char* kBackward = "skin_points_backward";
-constexpr const char* kBlendedForward = "skin_blended_points";
-constexpr const char* kBlendedBackward = "skin_blended_points_backward";
 constexpr int64_t kVertexChunk = 2048;
 // Items blended together: each blend shape's rows of a vertex chunk are read
 // once for the group (the blend is a small matrix product per chunk).
@@ -62,6 +58,26 @@ void blend_chunk(const SkinArgs& args, int64_t b0, int64_t n, int64_t v0, int64_
   }
 }
 
+// Vertex v's rest point for item b of a group starting at b0, in the vertex
+// chunk [v0, v1): from the group's blended scratch, else the rest points.
+template <typename T>
+struct ChunkRestPoints {
+  RestPoints<T> rest;
+  const T* blended;  // the item's [3 * (v1 - v0)] blended points, or null
+  int64_t v0;
+
+  Vec3<T> operator()(int64_t v) const {
+    return blended != nullptr ? load_vec3(blended + 3 * (v - v0)) : rest(v);
+  }
+};
+
+template <typename T>
+ChunkRestPoints<T> chunk_rest_points(const SkinArgs& args, const std::vector<T>& scratch, int64_t b0, int64_t b,
+                                     int64_t v0, int64_t v1) {
+  const T* blended = args.shapes > 0 ? scratch.data() + (b - b0) * 3 * (v1 - v0) : nullptr;
+  return {args.rest<T>(b), blended, v0};
+}
+
 template <typename T>
 void skinning_matrices(const SkinArgs& args, std::vector<T>& out) {
   const T* state = static_cast<const T*>(args.skeleton_state.const_data_ptr());
@@ -102,10 +118,9 @@ void skin_forward_cpu_impl(const SkinArgs& args, Tensor& out) {
       }
       for (int64_t b = b0; b < b0 + n; ++b) {
         const T* a = matrices.data() + b * J * kAffineSize;
-        const RestPoints<T> rest = args.rest<T>(b);
-        const T* chunk_points = scratch.data() + (b - b0) * 3 * (v1 - v0);
+        const ChunkRestPoints<T> rest = chunk_rest_points(args, scratch, b0, b, v0, v1);
         for (int64_t v = v0; v < v1; ++v) {
-          const Vec3<T> p = blended ? load_vec3(chunk_points + 3 * (v - v0)) : rest(v);
+          const Vec3<T> p = rest(v);
           Vec3<T> y{T(0), T(0), T(0)};
           for (int64_t k = 0; k < K; ++k) {
             const T w = weights[v * K + k];
@@ -172,12 +187,11 @@ void skin_backward_cpu_impl(
           }
           for (int64_t b = b0; b < b0 + n; ++b) {
             const T* a = matrices.data() + b * J * kAffineSize;
-            const RestPoints<T> rest = args.rest<T>(b);
-            const T* chunk_points = scratch.data() + (b - b0) * 3 * (v1 - v0);
+            const ChunkRestPoints<T> rest = chunk_rest_points(args, scratch, b0, b, v0, v1);
             T* grad_a_b = grad_a.data() + (b - b0) * J * kAffineSize;
             T* gx_out = per_item ? g_rest + b * V * 3 : partial_x;
             for (int64_t v = v0; v < v1; ++v) {
-              const Vec3<T> p = blended ? load_vec3(chunk_points + 3 * (v - v0)) : rest(v);
+              const Vec3<T> p = rest(v);
               const Vec3<T> g = load_vec3(grad + (b * V + v) * 3);
               Vec3<T> gx{T(0), T(0), T(0)};
               for (int64_t k = 0; k < K; ++k) {
@@ -259,54 +273,21 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward(const char* op, const SkinArgs&
   return {grad_state, grad_rest, grad_weights};
 }
 
-Tensor skin_forward_cpu(
-    Tensor skeleton_state,
-    Tensor inverse_bind_pose,
-    Tensor rest_points,
-    Tensor skin_indices,
-    Tensor skin_weights) {
-  return skin_forward(
-      check_skin(kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights));
+Tensor skin_forward_cpu(MOMENTUM_SKIN_PARAMS) {
+  return skin_forward(check_skin(kSkinForward, MOMENTUM_SKIN_ARGS));
 }
 
-std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(
-    Tensor grad_points,
-    Tensor skeleton_state,
-    Tensor inverse_bind_pose,
-    Tensor rest_points,
-    Tensor skin_indices,
-    Tensor skin_weights) {
-  return skin_backward(
-      kBackward, check_skin(kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights),
-      grad_points);
+std::tuple<Tensor, Tensor, Tensor> skin_backward_cpu(Tensor grad_points, MOMENTUM_SKIN_PARAMS) {
+  return skin_backward(kSkinBackward, check_skin(kSkinBackward, MOMENTUM_SKIN_ARGS), grad_points);
 }
 
-Tensor skin_blended_forward_cpu(
-    Tensor skeleton_state,
-    Tensor inverse_bind_pose,
-    Tensor rest_points,
-    Tensor blend_shapes,
-    Tensor blend_weights,
-    Tensor skin_indices,
-    Tensor skin_weights) {
-  return skin_forward(check_blended_skin(kBlendedForward, skeleton_state, inverse_bind_pose, rest_points,
-                                         blend_shapes, blend_weights, skin_indices, skin_weights));
+Tensor skin_blended_forward_cpu(MOMENTUM_BLENDED_SKIN_PARAMS) {
+  return skin_forward(check_blended_skin(kBlendedSkinForward, MOMENTUM_BLENDED_SKIN_ARGS));
 }
 
-std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cpu(
-    Tensor grad_points,
-    Tensor skeleton_state,
-    Tensor inverse_bind_pose,
-    Tensor rest_points,
-    Tensor blend_shapes,
-    Tensor blend_weights,
-    Tensor skin_indices,
-    Tensor skin_weights) {
-  return skin_backward(
-      kBlendedBackward,
-      check_blended_skin(kBlendedBackward, skeleton_state, inverse_bind_pose, rest_points, blend_shapes,
-                         blend_weights, skin_indices, skin_weights),
-      grad_points);
+std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cpu(Tensor grad_points, MOMENTUM_BLENDED_SKIN_PARAMS) {
+  return skin_backward(kBlendedSkinBackward, check_blended_skin(kBlendedSkinBackward, MOMENTUM_BLENDED_SKIN_ARGS),
+                       grad_points);
 }
 
 }  // namespace
