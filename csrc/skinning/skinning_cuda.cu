@@ -32,6 +32,10 @@
 namespace momentum_ops {
 namespace {
 
+constexpr const char* kForward = "skin_points";
+constexpr const char* kBackward = "skin_points_backward";
+constexpr const char* kBlendedForward = "skin_blended_points";
+constexpr const char* kBlendedBackward = "skin_blended_points_backward";
 constexpr int kThreads = 256;
 constexpr int kRegisterInfluences = 8;  // weight gradients kept in registers
 constexpr int kVerticesPerBlock = 1024;  // forward: 4 per thread
@@ -509,25 +513,59 @@ std::tuple<Tensor, Tensor, Tensor> skin_backward(const char* op, const SkinArgs&
   return {grad_state, grad_rest, grad_weights};
 }
 
-Tensor skin_forward_cuda(MOMENTUM_SKIN_PARAMS) {
+Tensor skin_forward_cuda(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  return skin_forward(kSkinForward, check_skin(kSkinForward, MOMENTUM_SKIN_ARGS));
+  return skin_forward(
+      kForward, check_skin(kForward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights));
 }
 
-std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(Tensor grad_points, MOMENTUM_SKIN_PARAMS) {
+std::tuple<Tensor, Tensor, Tensor> skin_backward_cuda(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor skin_indices,
+    Tensor skin_weights) {
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  return skin_backward(kSkinBackward, check_skin(kSkinBackward, MOMENTUM_SKIN_ARGS), grad_points);
+  return skin_backward(
+      kBackward, check_skin(kBackward, skeleton_state, inverse_bind_pose, rest_points, skin_indices, skin_weights),
+      grad_points);
 }
 
-Tensor skin_blended_forward_cuda(MOMENTUM_BLENDED_SKIN_PARAMS) {
+Tensor skin_blended_forward_cuda(
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  return skin_forward(kBlendedSkinForward, check_blended_skin(kBlendedSkinForward, MOMENTUM_BLENDED_SKIN_ARGS));
+  return skin_forward(kBlendedForward,
+                      check_blended_skin(kBlendedForward, skeleton_state, inverse_bind_pose, rest_points,
+                                         blend_shapes, blend_weights, skin_indices, skin_weights));
 }
 
-std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cuda(Tensor grad_points, MOMENTUM_BLENDED_SKIN_PARAMS) {
+std::tuple<Tensor, Tensor, Tensor> skin_blended_backward_cuda(
+    Tensor grad_points,
+    Tensor skeleton_state,
+    Tensor inverse_bind_pose,
+    Tensor rest_points,
+    Tensor blend_shapes,
+    Tensor blend_weights,
+    Tensor skin_indices,
+    Tensor skin_weights) {
   const torch::stable::accelerator::DeviceGuard guard(skeleton_state.get_device_index());
-  return skin_backward(kBlendedSkinBackward, check_blended_skin(kBlendedSkinBackward, MOMENTUM_BLENDED_SKIN_ARGS),
-                       grad_points);
+  return skin_backward(
+      kBlendedBackward,
+      check_blended_skin(kBlendedBackward, skeleton_state, inverse_bind_pose, rest_points, blend_shapes,
+                         blend_weights, skin_indices, skin_weights),
+      grad_points);
 }
 
 }  // namespace
