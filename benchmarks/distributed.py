@@ -31,8 +31,7 @@ import time
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import momentum_ops  # noqa: E402
+import momentum_ops  # noqa: E402  (the installed package, or the one PYTHONPATH names)
 from momentum_ops.synthetic import humanoid_character  # noqa: E402
 
 FEATURES = 32
