@@ -72,16 +72,33 @@ def finite_option(value, name: str, where: str, minimum: float = 0.0, strict: bo
     return number
 
 
-def dense_transform_budget(joints: int, parameters: int, element_bytes: int, where: str) -> None:
-    """Refuses a dense parameter transform [7J, P] larger than half of this
-    machine's memory: a small file naming tens of thousands of joints must get
-    a clear error, not the out-of-memory killer. (The transform is dense until
-    it is stored sparsely; see the README's limits.)"""
-    size = 7 * joints * parameters * element_bytes
+def _machine_memory() -> int:
     try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - platforms without sysconf
-        memory = 16 << 30
+        return 16 << 30
+
+
+def memory_budget(size: int, what: str, where: str) -> None:
+    """Refuses to allocate `size` bytes for `what` when that is more than half
+    of this machine's memory: a small file that names huge counts (joints,
+    morph targets, keyframes) must get a clear error, not the out-of-memory
+    killer."""
+    memory = _machine_memory()
+    if size > memory // 2:
+        raise ValueError(f"{where}: {what} would take {_size(size)}, more than half of this machine's "
+                         f"{_size(memory)} of memory")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def dense_transform_budget(joints: int, parameters: int, element_bytes: int, where: str) -> None:
+    """memory_budget for a dense parameter transform [7J, P] (dense until it
+    is stored sparsely; see the README's limits)."""
+    size = 7 * joints * parameters * element_bytes
+    memory = _machine_memory()
     if size > memory // 2:
         raise ValueError(
             f"{where}: {joints} joints and {parameters} model parameters make a dense parameter transform of "

@@ -256,3 +256,45 @@ def test_malformed_morph_targets(tmp_path, edit, message):
     with pytest.raises(GltfError, match=message or ""):
         character = load_gltf(path)
         load_gltf_blend_weights(path, character)
+
+
+def test_a_million_targets_of_one_accessor_is_refused_not_allocated(tmp_path, monkeypatch):
+    """A few bytes of JSON per target can name a huge number of morph targets
+    (all the same accessor): the blend shapes they would take are checked
+    against the machine's memory (pretended here to be 1 MiB) before they
+    are allocated; the same for the frames of blend weights."""
+    import momentum_ops._checks as checks
+
+    real = checks.os.sysconf
+    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
+        1 << 20 if name == "SC_PHYS_PAGES" else real(name)))
+
+    def edit(doc):
+        primitive = doc["meshes"][0]["primitives"][0]
+        primitive["targets"] = [primitive["targets"][0]] * 100000
+        doc["meshes"][0]["weights"] = [0.0] * 100000
+        doc.pop("animations")
+
+    path = edited_simple_morph(tmp_path, edit)
+    with pytest.raises(GltfError, match=r"100000 morph targets of 3 vertices would take 6\.9 MiB, more than half of "
+                                        r"this machine's 1\.0 MiB of memory"):
+        load_gltf(path)
+
+
+def test_frames_of_blend_weights_are_checked_before_they_are_allocated(tmp_path, monkeypatch):
+    import momentum_ops._checks as checks
+
+    real = checks.os.sysconf
+    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
+        16 << 20 if name == "SC_PHYS_PAGES" else real(name)))
+
+    def edit(doc):
+        primitive = doc["meshes"][0]["primitives"][0]
+        primitive["targets"] = [primitive["targets"][0]] * 100000
+        doc["meshes"][0]["weights"] = [0.0] * 100000
+        doc["animations"][0]["channels"] = []
+
+    path = edited_simple_morph(tmp_path, edit)
+    character = load_gltf(path)  # 100000 targets of 3 vertices: 6.9 MiB, within the pretended 16 MiB
+    with pytest.raises(GltfError, match=r"100 frames of 100000 blend weights would take 76\.3 MiB"):
+        load_gltf_blend_weights(path, character, times=np.arange(100) / 10)

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import quaternion
+from .. import _checks, quaternion
 from ..character import Character
 from . import _momentum_extension as momentum_extension
 from ._gltf_document import ANIMATION_PATHS, INTERPOLATIONS, GltfDocument, GltfError, sample_channel
@@ -285,6 +285,11 @@ def _mesh(file: GltfDocument, index_of, ibp: np.ndarray):
             points = file.finite(file.accessor(attributes["POSITION"], "POSITION", f"{where}.attributes.POSITION"),
                                  f"{where}.attributes.POSITION")
             V = len(points)
+            try:  # a few bytes of JSON can name a million targets of one accessor
+                _checks.memory_budget(8 * 3 * shape_count * (count + V),
+                                      f"{shape_count} morph targets of {count + V} vertices", "load_gltf")
+            except ValueError as error:
+                raise file.error(str(error)) from None
             offsets = np.zeros((shape_count, V, 3))
             for t, target in enumerate(primitive.get("targets", [])):
                 if target.get("POSITION") is None:
@@ -551,6 +556,11 @@ def load_gltf_blend_weights(
     else:
         channels = _channels(file, _find_animation(file, animation))
         times = _sample_times(channels, times, "load_gltf_blend_weights")
+        try:
+            _checks.memory_budget(8 * len(times) * len(defaults),
+                                  f"{len(times)} frames of {len(defaults)} blend weights", "load_gltf_blend_weights")
+        except ValueError as error:
+            raise file.error(str(error)) from None
         frames = np.repeat(defaults[None], len(times), axis=0)
         slices = {n: (first, count) for n, first, count, _, _ in layout}
         for node, target, keys, values, interpolation in channels:
