@@ -29,7 +29,6 @@ import momentum_ops  # noqa: E402
 
 
 def run(device, vertices, shapes_list, batches, joints, influences, max_seconds):
-    dtype = torch.float32
     g = torch.Generator().manual_seed(0)
     bandwidth = copy_bandwidth(device) if device == "cuda" else None
     ibp = torch.eye(4).repeat(joints, 1, 1).to(device)

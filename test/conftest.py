@@ -33,6 +33,18 @@ def generator(request):
     return g
 
 
+@pytest.fixture
+def pretend_memory(monkeypatch):
+    """pretend_memory(bytes): the memory checks before large allocations see a
+    machine of that size (to test them without allocating)."""
+    import momentum_ops._checks as checks
+
+    def pretend(size: int) -> None:
+        monkeypatch.setattr(checks, "_machine_memory", lambda: size)
+
+    return pretend
+
+
 @pytest.fixture(scope="session")
 def cpp_runner(tmp_path_factory):
     """The C++ TorchScript runner of test/cpp, built once per session."""

@@ -3,11 +3,9 @@ offsets and model-parameter motion, checked against the file's JSON read
 here (with the units rule written out) and against the file's own glTF
 animation, which Momentum wrote from the same poses."""
 
-import copy
 import json
 import os
 import struct
-import warnings
 
 import numpy as np
 import pytest

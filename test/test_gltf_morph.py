@@ -258,16 +258,12 @@ def test_malformed_morph_targets(tmp_path, edit, message):
         load_gltf_blend_weights(path, character)
 
 
-def test_a_million_targets_of_one_accessor_is_refused_not_allocated(tmp_path, monkeypatch):
+def test_a_million_targets_of_one_accessor_is_refused_not_allocated(tmp_path, pretend_memory):
     """A few bytes of JSON per target can name a huge number of morph targets
     (all the same accessor): the blend shapes they would take are checked
     against the machine's memory (pretended here to be 1 MiB) before they
     are allocated; the same for the frames of blend weights."""
-    import momentum_ops._checks as checks
-
-    real = checks.os.sysconf
-    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
-        1 << 20 if name == "SC_PHYS_PAGES" else real(name)))
+    pretend_memory(1 << 20)
 
     def edit(doc):
         primitive = doc["meshes"][0]["primitives"][0]
@@ -281,12 +277,8 @@ def test_a_million_targets_of_one_accessor_is_refused_not_allocated(tmp_path, mo
         load_gltf(path)
 
 
-def test_frames_of_blend_weights_are_checked_before_they_are_allocated(tmp_path, monkeypatch):
-    import momentum_ops._checks as checks
-
-    real = checks.os.sysconf
-    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
-        16 << 20 if name == "SC_PHYS_PAGES" else real(name)))
+def test_frames_of_blend_weights_are_checked_before_they_are_allocated(tmp_path, pretend_memory):
+    pretend_memory(16 << 20)
 
     def edit(doc):
         primitive = doc["meshes"][0]["primitives"][0]

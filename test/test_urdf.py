@@ -299,15 +299,11 @@ def test_files_that_are_not_regular_or_missing(tmp_path):
         load_urdf(KUKA, dtype=torch.int32)
 
 
-def test_a_robot_too_large_for_a_dense_transform_is_refused(tmp_path, monkeypatch):
+def test_a_robot_too_large_for_a_dense_transform_is_refused(tmp_path, pretend_memory):
     """A small file naming thousands of links must get a clear error, not the
     out-of-memory killer: the dense transform is checked against the machine's
     memory (pretended here to be 1 GiB) before it is allocated."""
-    import momentum_ops._checks as checks
-
-    real = checks.os.sysconf
-    monkeypatch.setattr(checks.os, "sysconf", lambda name: 1 if name == "SC_PAGE_SIZE" else (
-        1 << 30 if name == "SC_PHYS_PAGES" else real(name)))
+    pretend_memory(1 << 30)
     n = 4000
     links = "".join(f'<link name="l{i}"/>' for i in range(n))
     joints = "".join(f'<joint name="j{i}" type="revolute"><parent link="l{i}"/><child link="l{i + 1}"/>'
