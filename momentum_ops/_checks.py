@@ -94,18 +94,6 @@ def _size(count: int) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
-def dense_transform_budget(joints: int, parameters: int, element_bytes: int, where: str) -> None:
-    """memory_budget for a dense parameter transform [7J, P] (dense until it
-    is stored sparsely; see the README's limits)."""
-    size = 7 * joints * parameters * element_bytes
-    memory = _machine_memory()
-    if size > memory // 2:
-        raise ValueError(
-            f"{where}: {joints} joints and {parameters} model parameters make a dense parameter transform of "
-            f"{size / 2**30:.1f} GiB, more than half of this machine's {memory / 2**30:.0f} GiB; momentum_ops "
-            "stores the transform densely (a sparse form is planned)")
-
-
 def same_device(op: str, reference_name: str, reference: torch.Tensor, tensors: Dict[str, torch.Tensor],
                 indices: Optional[Dict[str, torch.Tensor]] = None) -> None:
     """For fake kernels, which also run for ``meta`` tensors outside fake mode:

@@ -2,8 +2,9 @@
 ``torch.nn.Module`` whose tensors are buffers (so ``.to(device, dtype)``,
 ``state_dict``, ``torch.jit.script`` and ``torch.compile`` work).
 
-``parents`` stays on the CPU whatever device the module moves to: the ops read
-the skeleton's topology on the host, and a CPU copy spares them a device sync.
+``parents`` and ``transform_index`` stay on the CPU whatever device the module
+moves to: the ops read the skeleton's topology and the transform's index on
+the host, and a CPU copy spares them a device sync.
 """
 
 from typing import List, Optional, Sequence
@@ -11,6 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import _checks, skel_state
+from . import parameter_transform as _transform
 
 JOINT_PARAMETER_NAMES = ("tx", "ty", "tz", "rx", "ry", "rz", "sc")
 
@@ -29,7 +31,9 @@ class Character(torch.nn.Module):
     ``parents``               ``[J]`` int64   parent of each joint, ``-1`` for roots, parents first
     ``offsets``               ``[J, 3]``      translation in the parent's frame
     ``pre_rotations``         ``[J, 4]``      fixed rotation (xyzw) before the Euler rotation
-    ``parameter_transform``   ``[J*7, P]``    joint parameters = transform @ model parameters + offsets
+    ``transform_index``       ``[2, nnz]`` int64 rows (joint parameter) and columns (model parameter)
+    ``transform_values``      ``[nnz]``       of the sparse parameter transform ``[J*7, P]``:
+                                              joint parameters = transform @ model parameters + offsets
     ``joint_parameter_offsets`` ``[J*7]``     those constant offsets (Momentum's identity offsets; default 0)
     ``parameter_min/_max``    ``[P]``         limits, ``±inf`` where there is none
     ``inverse_bind_pose``     ``[J, 4, 4]``   inverse of each joint's global matrix at the bind pose
@@ -39,6 +43,11 @@ class Character(torch.nn.Module):
     ``skin_weights``          ``[V, K]``      their weights (0 for an unused slot)
     ``blend_shapes``          ``[S, V, 3]``   vertex offsets: rest + sum_s w_s * blend_shapes[s]
     ========================= =============== =========================================
+
+    ``parameter_transform`` (a dense tensor, or a sparse COO/CSR one) is stored
+    as its nonzero entries (``momentum_ops.parameter_transform``);
+    ``Character.parameter_transform`` gives it back dense on request and
+    ``parameter_transform_sparse`` as a sparse tensor.
 
     and the lists ``joint_names`` (J), ``parameter_names`` (P) and
     ``blend_shape_names`` (S). Every argument but the skeleton is optional: by
@@ -51,7 +60,8 @@ class Character(torch.nn.Module):
     parameter_names: List[str]
     blend_shape_names: List[str]
     has_joint_parameter_offsets: bool
-    __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices", "num_blend_shapes"]
+    __jit_unused_properties__ = ["num_joints", "num_parameters", "num_vertices", "num_blend_shapes",
+                                 "parameter_transform", "parameter_transform_sparse"]
 
     def __init__(
         self,
@@ -103,17 +113,16 @@ class Character(torch.nn.Module):
         pre_rotations = torch.nn.functional.normalize(pre_rotations, dim=-1)
 
         if parameter_transform is None:
-            _checks.dense_transform_budget(J, 7 * J, torch.finfo(dtype).bits // 8, "Character")
-            parameter_transform = torch.eye(7 * J, dtype=dtype, device=device)
+            transform_index, transform_values = _transform.identity(J, dtype, device)
+            P = 7 * J
             if parameter_names is None:
                 parameter_names = [f"{name}_{p}" for name in joint_names for p in JOINT_PARAMETER_NAMES]
-        parameter_transform = torch.as_tensor(parameter_transform, device=device).to(dtype)
-        _check(
-            parameter_transform.dim() == 2 and parameter_transform.shape[0] == 7 * J,
-            f"Character: parameter_transform must have shape [{7 * J}, P], got {list(parameter_transform.shape)}",
-        )
-        P = parameter_transform.shape[1]
-        parameter_transform = floating(parameter_transform, "parameter_transform", (7 * J, P))
+        else:
+            if not isinstance(parameter_transform, torch.Tensor):
+                parameter_transform = torch.as_tensor(parameter_transform)
+            transform_index, transform_values = _transform.entries(parameter_transform, J, "Character")
+            P = parameter_transform.shape[1]
+            transform_values = transform_values.to(device=device, dtype=dtype)
         if parameter_names is None:
             parameter_names = [f"p{i}" for i in range(P)]
         _check(len(parameter_names) == P, f"Character: {len(parameter_names)} parameter names for {P} parameters")
@@ -170,7 +179,12 @@ class Character(torch.nn.Module):
         self.register_buffer("parents", parents)
         self.register_buffer("offsets", offsets)
         self.register_buffer("pre_rotations", pre_rotations)
-        self.register_buffer("parameter_transform", parameter_transform)
+        # The sparse transform (see momentum_ops.parameter_transform): its
+        # index on the CPU, read by the IK ops on the host like `parents`, and
+        # a copy on the character's device for model_parameters_to_joint_parameters.
+        self.register_buffer("transform_index", transform_index)
+        self.register_buffer("transform_values", transform_values)
+        self.register_buffer("_transform_index_device", transform_index.to(device), persistent=False)
         self.register_buffer("joint_parameter_offsets", joint_parameter_offsets)
         self.register_buffer("parameter_min", parameter_min)
         self.register_buffer("parameter_max", parameter_max)
@@ -183,9 +197,10 @@ class Character(torch.nn.Module):
 
     # The topology stays on the CPU (see the module docstring).
     def _apply(self, fn, recurse=True):
-        parents = self.parents
+        parents, transform_index = self.parents, self.transform_index
         super()._apply(fn, recurse)
         self.parents = parents.cpu()
+        self.transform_index = transform_index.cpu()
         return self
 
     @property
@@ -204,12 +219,28 @@ class Character(torch.nn.Module):
     def num_blend_shapes(self) -> int:
         return len(self.blend_shape_names)
 
+    @property
+    def parameter_transform(self) -> torch.Tensor:
+        """The transform as a dense ``[J*7, P]`` tensor, built on each access
+        (refused when it would take more than half of this machine's memory;
+        the character itself stores only ``transform_index``/``transform_values``)."""
+        return _transform.dense(self.transform_index, self.transform_values, 7 * self.num_joints,
+                                self.num_parameters, "Character.parameter_transform")
+
+    @property
+    def parameter_transform_sparse(self) -> torch.Tensor:
+        """The transform as a sparse COO tensor ``[J*7, P]`` (coalesced)."""
+        return torch.sparse_coo_tensor(
+            self.transform_index.to(self.transform_values.device), self.transform_values,
+            (7 * self.num_joints, self.num_parameters), is_coalesced=True, check_invariants=False)
+
     def model_parameters_to_joint_parameters(self, model_parameters: torch.Tensor) -> torch.Tensor:
         """``[..., P]`` -> flat joint parameters ``[..., J*7]``
         (``transform @ model_parameters + joint_parameter_offsets``)."""
         if model_parameters is None:
             raise ValueError("Character: model_parameters must be a tensor, got None")
-        joint_parameters = torch.matmul(model_parameters, self.parameter_transform.t())
+        joint_parameters = _transform.apply(model_parameters, self._transform_index_device, self.transform_values,
+                                            7 * self.parents.shape[0])
         if self.has_joint_parameter_offsets:
             joint_parameters = joint_parameters + self.joint_parameter_offsets
         return joint_parameters

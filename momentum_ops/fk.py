@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks, quaternion, skel_state
+from . import parameter_transform as _transform
 from . import _torch_kinematics as _reference
 
 _ops = torch.ops.momentum
@@ -76,11 +77,14 @@ def model_parameters_to_joint_parameters(
     Args:
         model_parameters: ``[..., P]``.
         parameter_transform: ``[J*7, P]``, rows joint-major (joint 0's seven
-            parameters first).
+            parameters first); dense, or a sparse COO/CSR/CSC tensor (then
+            applied entry by entry, memory linear in its nonzeros; see
+            ``momentum_ops.parameter_transform``).
 
     Returns:
         Joint parameters ``[..., J*7]`` (flat, as Momentum returns them;
         ``joint_parameters_to_skeleton_state`` takes this layout as is).
+        Differentiable in both arguments (for a sparse transform, in its values).
     """
     where = "model_parameters_to_joint_parameters"
     _checks.tensor(model_parameters, "model_parameters", where)
@@ -104,6 +108,10 @@ def model_parameters_to_joint_parameters(
             f"model_parameters is on {model_parameters.device} but parameter_transform is on "
             f"{parameter_transform.device}"
         )
+    if parameter_transform.layout != torch.strided:
+        index, values = _transform.entries(parameter_transform, parameter_transform.shape[0] // 7, where)
+        return _transform.apply(model_parameters, index.to(model_parameters.device), values,
+                                parameter_transform.shape[0])
     return torch.matmul(model_parameters, parameter_transform.transpose(0, 1))
 
 

@@ -103,16 +103,16 @@ def solve_ik(
         IKResult(model_parameters, iterations, error).
     """
     where = "solve_ik"
-    transform = character.parameter_transform
-    P = transform.shape[1]
+    values = character.transform_values
+    P = character.num_parameters
     init = _checks.tensor(model_parameters_init, "model_parameters_init", where)
     if init.dim() < 1 or init.shape[-1] != P:
         raise ValueError(f"{where}: model_parameters_init must have shape [..., P] with P = {P} (the character's "
                          f"parameters), got {list(init.shape)}")
-    if init.dtype != transform.dtype or init.device != transform.device:
+    if init.dtype != values.dtype or init.device != values.device:
         raise ValueError(
             f"{where}: model_parameters_init is {init.dtype} on {init.device} but the character is "
-            f"{transform.dtype} on {transform.device}"
+            f"{values.dtype} on {values.device}"
         )
     dtype, device = init.dtype, init.device
     max_iterations = _checks.integer_option(max_iterations, "max_iterations", where, 0, MAX_ITERATIONS)
@@ -185,13 +185,14 @@ def solve_ik(
     init = init.expand(*batch, P)
     regularization_target = regularization_target.expand(*batch, P)
     pmin, pmax = character.parameter_min, character.parameter_max
+    index, values = character.transform_index, character.transform_values
     if character.has_joint_parameter_offsets:
         # transform @ theta + offsets = [transform | offsets] @ [theta; 1], the
         # last parameter held at 1 (inactive), so the kernels see a plain transform.
-        transform, init, regularization_target, regularization_weight, pmin, pmax, active_parameters = \
+        index, values, init, regularization_target, regularization_weight, pmin, pmax, active_parameters = \
             _with_offset_parameter(character, init, regularization_target, regularization_weight, active_parameters)
     solution, iterations, error = _ops.ik_solve(
-        init, character.parents, character.offsets, character.pre_rotations, transform,
+        init, character.parents, character.offsets, character.pre_rotations, index[0], index[1], values,
         pmin, pmax, active_parameters,
         pj, po, pt.expand(*batch, C, 3), pw.expand(*batch, C),
         oj, oo, ot.expand(*batch, Co, 4), ow.expand(*batch, Co),
@@ -204,15 +205,25 @@ def solve_ik(
 def _with_offset_parameter(character, init, regularization_target, regularization_weight, active_parameters):
     """The problem with one more model parameter, constant 1, whose transform
     column is the character's joint_parameter_offsets."""
-    offsets = character.joint_parameter_offsets
-    transform = torch.cat([character.parameter_transform, offsets[:, None]], dim=1)
+    index, values = _offset_column(character)
 
     def append(x, value):
         return torch.cat([x, torch.full((*x.shape[:-1], 1), value, dtype=x.dtype, device=x.device)], dim=-1)
 
-    return (transform, append(init, 1.0), append(regularization_target, 1.0), append(regularization_weight, 0.0),
+    return (index, values, append(init, 1.0), append(regularization_target, 1.0), append(regularization_weight, 0.0),
             append(character.parameter_min, float("-inf")), append(character.parameter_max, float("inf")),
             append(active_parameters, False))
+
+
+def _offset_column(character):
+    """The transform's entries with one more column, P, holding every joint
+    parameter's offset (zeros included: finding the nonzero ones would
+    synchronise with the device)."""
+    offsets = character.joint_parameter_offsets
+    rows = torch.arange(offsets.shape[0], dtype=torch.int64)
+    column = torch.stack([rows, torch.full_like(rows, character.num_parameters)])
+    return (torch.cat([character.transform_index, column], dim=1),
+            torch.cat([character.transform_values, offsets]))
 
 
 def position_residuals_and_jacobian(
@@ -229,40 +240,54 @@ def position_residuals_and_jacobian(
     _checks.tensor(model_parameters, "model_parameters", where)
     _checks.tensor(position_offsets, "position_offsets", where)
     _checks.tensor(position_targets, "position_targets", where)
-    transform = character.parameter_transform
-    P = transform.shape[1]
+    index, values = character.transform_index, character.transform_values
+    P = character.num_parameters
     if character.has_joint_parameter_offsets and model_parameters.dim() >= 1 and model_parameters.shape[-1] == P:
-        transform = torch.cat([transform, character.joint_parameter_offsets[:, None]], dim=1)
+        index, values = _offset_column(character)
         ones = torch.ones((*model_parameters.shape[:-1], 1), dtype=model_parameters.dtype,
                           device=model_parameters.device)
         model_parameters = torch.cat([model_parameters, ones], dim=-1)
     residuals, jacobian = _ops.position_residuals_and_jacobian(
         model_parameters, character.parents, character.offsets, character.pre_rotations,
-        transform, _index(position_joints, "position_joints", where, character.parents.device),
+        index[0], index[1], values, _index(position_joints, "position_joints", where, character.parents.device),
         position_offsets, position_targets,
     )
     return residuals, jacobian[..., :P]
 
 
 # ---------------------------------------------------------------- fake kernels
-_IK_FLOATING = ("offsets", "pre_rotations", "parameter_transform", "parameter_min", "parameter_max")
-_IK_INDEX = ("parents", "active_parameters", "position_joints")
+# The ops' inputs by name (the schemas in csrc/ik/ik.cpp), so that the fake
+# kernels and the autograd formulas read them by name, not by position.
+_IK_SOLVE_INPUTS = (
+    "model_parameters", "parents", "offsets", "pre_rotations", "transform_rows", "transform_columns",
+    "transform_values", "parameter_min", "parameter_max", "active_parameters", "position_joints",
+    "position_offsets", "position_targets", "position_weights", "orientation_joints", "orientation_offsets",
+    "orientation_targets", "orientation_weights", "limit_weight", "regularization_target",
+    "regularization_weight", "max_iterations", "tolerance", "damping")
+# ik_solve_backward takes (grad_model_parameters, solution) and then these.
+_IK_MODEL_INPUTS = _IK_SOLVE_INPUTS[1:-3]
+_IK_BACKWARD_INPUTS = ("grad_model_parameters", "solution") + _IK_MODEL_INPUTS
+_RESIDUAL_INPUTS = ("model_parameters", "parents", "offsets", "pre_rotations", "transform_rows",
+                    "transform_columns", "transform_values", "position_joints", "position_offsets",
+                    "position_targets")
+# The index tensors: on the CPU or the call's device, not of its dtype.
+_IK_INDEX = ("parents", "transform_rows", "transform_columns", "active_parameters", "position_joints",
+             "orientation_joints")
+_SCALARS = ("limit_weight", "max_iterations", "tolerance", "damping")
 
 
-def _check_fake_ik(op, model_parameters, named, reference_name="model_parameters"):
-    floating = {k: v for k, v in named.items() if k not in _IK_INDEX and not k.endswith("_joints")}
-    index = {k: v for k, v in named.items() if k in _IK_INDEX or k.endswith("_joints")}
-    _checks.same_device(op, reference_name, model_parameters, floating, index)
+def _check_fake_ik(op, named, reference_name):
+    tensors = {k: v for k, v in named.items() if k not in _SCALARS and k != reference_name}
+    floating = {k: v for k, v in tensors.items() if k not in _IK_INDEX}
+    index = {k: v for k, v in tensors.items() if k in _IK_INDEX}
+    _checks.same_device(op, reference_name, named[reference_name], floating, index)
 
 
 @torch.library.register_fake("momentum::ik_solve")
-def _ik_fake(model_parameters, parents, offsets, pre_rotations, transform, pmin, pmax, active, pj, po, pt, pw,
-             oj, oo, ot, ow, limit_weight, rt, rw, max_iterations, tolerance, damping):
-    _check_fake_ik("ik_solve", model_parameters, dict(
-        parents=parents, offsets=offsets, pre_rotations=pre_rotations, parameter_transform=transform,
-        parameter_min=pmin, parameter_max=pmax, active_parameters=active, position_joints=pj, position_offsets=po,
-        position_targets=pt, position_weights=pw, orientation_joints=oj, orientation_offsets=oo,
-        orientation_targets=ot, orientation_weights=ow, regularization_target=rt, regularization_weight=rw))
+def _ik_fake(*inputs):
+    named = dict(zip(_IK_SOLVE_INPUTS, inputs))
+    _check_fake_ik("ik_solve", named, "model_parameters")
+    model_parameters = named["model_parameters"]
     batch = model_parameters.shape[:-1]
     return (
         model_parameters.new_empty(model_parameters.shape),
@@ -272,60 +297,49 @@ def _ik_fake(model_parameters, parents, offsets, pre_rotations, transform, pmin,
 
 
 @torch.library.register_fake("momentum::ik_solve_backward")
-def _ik_backward_fake(grad, solution, parents, offsets, pre_rotations, transform, pmin, pmax, active,
-                      pj, po, pt, pw, oj, oo, ot, ow, limit_weight, rt, rw):
-    _check_fake_ik("ik_solve_backward", solution, dict(
-        grad_model_parameters=grad, parents=parents, offsets=offsets, pre_rotations=pre_rotations,
-        parameter_transform=transform, parameter_min=pmin, parameter_max=pmax, active_parameters=active,
-        position_joints=pj, position_offsets=po, position_targets=pt, position_weights=pw, orientation_joints=oj,
-        orientation_offsets=oo, orientation_targets=ot, orientation_weights=ow, regularization_target=rt,
-        regularization_weight=rw), reference_name="solution")
-    return (pt.new_empty(pt.shape), pw.new_empty(pw.shape), ot.new_empty(ot.shape), ow.new_empty(ow.shape),
-            rt.new_empty(rt.shape))
+def _ik_backward_fake(*inputs):
+    named = dict(zip(_IK_BACKWARD_INPUTS, inputs))
+    _check_fake_ik("ik_solve_backward", named, "solution")
+    return tuple(named[name].new_empty(named[name].shape) for name in _IK_GRADIENTS)
 
 
 @torch.library.register_fake("momentum::position_residuals_and_jacobian")
-def _residuals_fake(model_parameters, parents, offsets, pre_rotations, transform, joints, position_offsets, targets):
-    _check_fake_ik("position_residuals_and_jacobian", model_parameters, dict(
-        parents=parents, offsets=offsets, pre_rotations=pre_rotations, parameter_transform=transform,
-        position_joints=joints, position_offsets=position_offsets, position_targets=targets))
+def _residuals_fake(*inputs):
+    named = dict(zip(_RESIDUAL_INPUTS, inputs))
+    _check_fake_ik("position_residuals_and_jacobian", named, "model_parameters")
+    model_parameters = named["model_parameters"]
     batch = model_parameters.shape[:-1]
-    C = joints.shape[0]
+    C = named["position_joints"].shape[0]
     return (model_parameters.new_empty((*batch, C, 3)),
             model_parameters.new_empty((*batch, C * 3, model_parameters.shape[-1])))
 
 
 # -------------------------------------------------------------------- autograd
-# Inputs: 0 model_parameters, 1 parents, 2 offsets, 3 pre_rotations,
-# 4 parameter_transform, 5 parameter_min, 6 parameter_max, 7 active_parameters,
-# 8 position_joints, 9 position_offsets, 10 position_targets, 11 position_weights,
-# 12 orientation_joints, 13 orientation_offsets, 14 orientation_targets,
-# 15 orientation_weights, 16 limit_weight, 17 regularization_target,
-# 18 regularization_weight, 19 max_iterations, 20 tolerance, 21 damping.
-_DIFFERENTIABLE = {10: 0, 11: 1, 14: 2, 15: 3, 17: 4}
+# ik_solve_backward's outputs, in order: the gradients of these inputs.
+_IK_GRADIENTS = ("position_targets", "position_weights", "orientation_targets", "orientation_weights",
+                 "regularization_target")
 
 
 def _ik_setup_context(ctx, inputs, output):
     solution, iterations, error = output
     ctx.mark_non_differentiable(iterations, error)
-    tensors = [inputs[i] for i in range(1, 19) if i != 16]
-    ctx.limit_weight = inputs[16]
-    ctx.save_for_backward(solution, *tensors)
+    named = dict(zip(_IK_SOLVE_INPUTS, inputs))
+    ctx.limit_weight = named["limit_weight"]
+    ctx.save_for_backward(solution, *(named[name] for name in _IK_MODEL_INPUTS if name != "limit_weight"))
 
 
 def _ik_backward(ctx, grad_solution, grad_iterations, grad_error):
-    solution, *rest = ctx.saved_tensors
-    (parents, offsets, pre_rotations, transform, pmin, pmax, active, pj, po, pt, pw, oj, oo, ot, ow, rt, rw) = rest
+    solution, *saved = ctx.saved_tensors
+    result = [None] * len(_IK_SOLVE_INPUTS)
     if grad_solution is None:
-        return (None,) * 22
-    grads = _ops.ik_solve_backward(
-        grad_solution, solution, parents, offsets, pre_rotations, transform, pmin, pmax, active,
-        pj, po, pt, pw, oj, oo, ot, ow, ctx.limit_weight, rt, rw,
-    )
-    result = [None] * 22
-    for index, position in _DIFFERENTIABLE.items():
-        if ctx.needs_input_grad[index]:
-            result[index] = grads[position]
+        return tuple(result)
+    named = dict(zip((name for name in _IK_MODEL_INPUTS if name != "limit_weight"), saved))
+    named["limit_weight"] = ctx.limit_weight
+    grads = _ops.ik_solve_backward(grad_solution, solution, *(named[name] for name in _IK_MODEL_INPUTS))
+    for name, grad in zip(_IK_GRADIENTS, grads):
+        position = _IK_SOLVE_INPUTS.index(name)
+        if ctx.needs_input_grad[position]:
+            result[position] = grad
     return tuple(result)
 
 
@@ -342,28 +356,25 @@ def _residuals_setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
-_RESIDUAL_INPUTS = ("model_parameters", "parents", "offsets", "pre_rotations", "parameter_transform",
-                    "position_joints", "position_offsets", "position_targets")
-
-
 def _residuals_backward(ctx, grad_residuals, grad_jacobian):
     (jacobian,) = ctx.saved_tensors
     if grad_jacobian is not None:
         raise RuntimeError("position_residuals_and_jacobian: its jacobian output is not differentiable "
                            "(second derivatives are not implemented); detach it")
-    needs = ctx.needs_input_grad
-    unsupported = [name for i, name in enumerate(_RESIDUAL_INPUTS) if needs[i] and i not in (0, 7)]
+    needs = dict(zip(_RESIDUAL_INPUTS, ctx.needs_input_grad))
+    unsupported = [name for name, needed in needs.items()
+                   if needed and name not in ("model_parameters", "position_targets")]
     if unsupported:
         raise RuntimeError(f"position_residuals_and_jacobian: no gradient with respect to {unsupported}; "
                            "gradients reach model_parameters and position_targets only")
-    grads = [None] * 8
+    grads = dict.fromkeys(_RESIDUAL_INPUTS)
     if grad_residuals is not None:
         flat = grad_residuals.flatten(-2).unsqueeze(-2)  # [..., 1, 3C]
-        if needs[0]:
-            grads[0] = (flat @ jacobian).squeeze(-2)
-        if needs[7]:
-            grads[7] = -grad_residuals
-    return tuple(grads)
+        if needs["model_parameters"]:
+            grads["model_parameters"] = (flat @ jacobian).squeeze(-2)
+        if needs["position_targets"]:
+            grads["position_targets"] = -grad_residuals
+    return tuple(grads[name] for name in _RESIDUAL_INPUTS)
 
 
 _checks.register_autograd("position_residuals_and_jacobian", _residuals_backward, _residuals_setup_context)

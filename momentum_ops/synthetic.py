@@ -105,6 +105,7 @@ def humanoid_character(joints: int = 24, rings: int = 4, segments: int = 8, seed
     rest = torch.ops.momentum.joint_parameters_to_skeleton_state(zeros, parents, offsets, pre)
     positions = rest[:, :3]
     vertices, faces, indices, weights = [], [], [], []
+    count = 0  # vertices so far
     angle = torch.arange(segments, dtype=torch.float64) * (2 * math.pi / segments)
     for j, p in enumerate(parents.tolist()):
         if p < 0:
@@ -122,7 +123,8 @@ def humanoid_character(joints: int = 24, rings: int = 4, segments: int = 8, seed
         u = u / u.norm()
         v = torch.linalg.cross(axis, u)
         radius = min(0.05, 0.3 * length)
-        first = sum(len(x) for x in vertices)
+        first = count
+        count += rings * segments
         for r in range(rings):
             t = r / max(rings - 1, 1)
             centre = start + t * (end - start)

@@ -166,12 +166,12 @@ def test_solve_ik_options(character, options, match):
 
 
 @pytest.mark.parametrize("position,value,match", [
-    (19, 2 ** 31, r"ik_solve: max_iterations must be in \[0, 2147483647\], got 2147483648"),
-    (19, -3, "max_iterations must be in"),
-    (16, math.inf, "ik_solve: limit_weight must be a finite number >= 0, got inf"),
-    (16, math.nan, "limit_weight must be a finite number"),
-    (20, math.nan, "ik_solve: tolerance must be a finite number >= 0, got nan"),
-    (21, math.inf, "ik_solve: damping must be a finite number > 0, got inf"),
+    (21, 2 ** 31, r"ik_solve: max_iterations must be in \[0, 2147483647\], got 2147483648"),
+    (21, -3, "max_iterations must be in"),
+    (18, math.inf, "ik_solve: limit_weight must be a finite number >= 0, got inf"),
+    (18, math.nan, "limit_weight must be a finite number"),
+    (22, math.nan, "ik_solve: tolerance must be a finite number >= 0, got nan"),
+    (23, math.inf, "ik_solve: damping must be a finite number > 0, got inf"),
 ])
 def test_raw_ik_op_options(position, value, match):
     args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
@@ -181,12 +181,12 @@ def test_raw_ik_op_options(position, value, match):
 
 
 def test_arguments_are_blamed_in_order():
-    """The skeleton is checked first, then model_parameters against it, then the rest."""
+    """The skeleton is checked first, then model_parameters (which set P), then the transform against both."""
     args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
     wide = list(args)
     wide[0] = torch.zeros(2, args[0].shape[1] - 1, dtype=torch.float64)
-    with pytest.raises(RuntimeError, match=r"ik_solve: model_parameters must have shape \[\.\.\., P\] with P = 35 "
-                                           r"\(the columns of parameter_transform\), got \[2, 34\]"):
+    with pytest.raises(RuntimeError, match=r"ik_solve: transform_columns\[34\] = 34 is out of range; model parameters "
+                                           r"are in \[0, 34\) \(P from model_parameters\)"):
         ops.ik_solve(*wide)
     flat = list(args)
     flat[2] = args[2].reshape(-1)
@@ -198,17 +198,43 @@ def test_arguments_are_blamed_in_order():
         ops.position_residuals_and_jacobian(*residual)
     backward = ROW['ik_solve_backward'].make(2, torch.Generator().manual_seed(0))
     backward[1] = backward[1][:, :30]
-    with pytest.raises(RuntimeError, match=r"ik_solve_backward: solution must have shape \[\.\.\., P\] with P = 35"):
+    with pytest.raises(RuntimeError, match=r"ik_solve_backward: transform_columns\[30\] = 30 is out of range"):
         ops.ik_solve_backward(*backward)
+
+
+@pytest.mark.parametrize("op", ["ik_solve", "ik_solve_backward", "position_residuals_and_jacobian"])
+@pytest.mark.parametrize("edit,match", [
+    (lambda a: a.update(transform_rows=torch.tensor([0] * 37 + [35])),
+     r"transform_rows\[37\] = 35 is out of range; joint parameter rows are in \[0, 35\) \(7 per joint\)"),
+    (lambda a: a.update(transform_rows=a["transform_rows"] - 1), r"transform_rows\[0\] = -1 is out of range"),
+    (lambda a: a.update(transform_columns=a["transform_columns"] * 2),
+     r"transform_columns\[18\] = 36 is out of range; model parameters are in \[0, 35\)"),
+    (lambda a: a.update(transform_columns=a["transform_columns"][:-1]),
+     r"transform_columns must have shape \[nnz\] with nnz from transform_rows, got \[37\]"),
+    (lambda a: a.update(transform_values=a["transform_values"][:5]), r"transform_values must have shape \[nnz\]"),
+    (lambda a: a.update(transform_values=a["transform_values"].float()), "transform_values"),
+    (lambda a: a.update(transform_rows=a["transform_rows"].double()),
+     "transform_rows must be int32 or int64, got float64"),
+    (lambda a: a.update(transform_rows=a["transform_rows"].reshape(2, 19)),
+     r"transform_rows must have shape \[nnz\], got \[2, 19\]"),
+    (lambda a: a.update(transform_columns=None), "transform_columns is None"),
+])
+def test_raw_ik_ops_check_the_sparse_transform(op, edit, match):
+    row = ROW[op]
+    names = list(torch.ops.momentum.__getattr__(op).default._schema.arguments)
+    args = row.make(2, torch.Generator().manual_seed(0))
+    named = {a.name: v for a, v in zip(names, args)}
+    edit(named)
+    with pytest.raises(RuntimeError, match=f"{op}: " + match):
+        getattr(ops, op)(*named.values())
 
 
 def test_ik_scratch_memory_limit_is_named():
     """A solve whose normal equations would not fit says so, with the size, before allocating."""
     P = 20000
     parents, offsets, pre = torch.tensor([-1]), torch.zeros(1, 3), torch.tensor([[0, 0, 0, 1.0]])
-    transform = torch.zeros(7, P)
-    transform[0, :] = 1.0
-    args = [torch.zeros(1, P), parents, offsets, pre, transform, torch.full((P,), -math.inf),
+    rows, columns, values = torch.zeros(P, dtype=torch.long), torch.arange(P), torch.ones(P)
+    args = [torch.zeros(1, P), parents, offsets, pre, rows, columns, values, torch.full((P,), -math.inf),
             torch.full((P,), math.inf), torch.ones(P, dtype=torch.bool), torch.tensor([0]), torch.zeros(1, 3),
             torch.zeros(1, 1, 3), torch.ones(1, 1), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4),
             torch.zeros(1, 0, 4), torch.zeros(1, 0), 0.0, torch.zeros(1, P), torch.zeros(P), 3, 1e-6, 1e-3]
@@ -299,11 +325,11 @@ def test_skinning_double_backward_gradgradcheck(generator):
 
 def test_ik_refuses_forward_mode_and_double_backward():
     args = ROW['ik_solve'].make(2, torch.Generator().manual_seed(0))
-    targets = args[10]
+    targets = args[12]
 
     def solve(t):
         call = list(args)
-        call[10] = t
+        call[12] = t
         return ops.ik_solve(*call)[0]
 
     with pytest.raises(RuntimeError, match=r"momentum::ik_solve does not support forward-mode AD"):
@@ -317,11 +343,11 @@ def test_ik_refuses_forward_mode_and_double_backward():
 def test_residuals_autograd(generator):
     args = ROW['position_residuals_and_jacobian'].make(2, torch.Generator().manual_seed(0))
     theta = args[0].clone().requires_grad_()
-    targets = args[7].clone().requires_grad_()
+    targets = args[9].clone().requires_grad_()
 
     def residuals(th, tg):
         call = list(args)
-        call[0], call[7] = th, tg
+        call[0], call[9] = th, tg
         return ops.position_residuals_and_jacobian(*call)[0]
 
     assert torch.autograd.gradcheck(residuals, (theta, targets))

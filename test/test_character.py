@@ -87,7 +87,7 @@ def test_module_behaviour(fox, tmp_path):
     f32 = load_gltf(FOX).to(torch.float32)
     assert f32.offsets.dtype == torch.float32 and f32.parents.dtype == torch.int64
     state = fox.state_dict()
-    assert {"parents", "offsets", "pre_rotations", "parameter_transform", "inverse_bind_pose", "rest_vertices",
+    assert {"parents", "offsets", "pre_rotations", "transform_index", "transform_values", "inverse_bind_pose", "rest_vertices",
             "faces", "skin_indices", "skin_weights", "parameter_min", "parameter_max"} <= set(state)
     clone = load_gltf(FOX, dtype=torch.float64)
     clone.load_state_dict(state)

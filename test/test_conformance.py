@@ -83,11 +83,19 @@ def blended_backward_args(batch, g):
     return [torch.randn(batch, 11, 3, generator=g, dtype=torch.float64)] + blended_args(batch, g)
 
 
+def sparse_transform():
+    """COO entries of a [7J, P] transform: the identity, a duplicate entry
+    (duplicates add up) and a parameter that drives three rows."""
+    rows = list(range(PARAMS)) + [0, 10, 20]
+    columns = list(range(PARAMS)) + [0, 3, 3]
+    values = [1.0] * PARAMS + [0.5, 0.5, -0.25]
+    return torch.tensor(rows), torch.tensor(columns), torch.tensor(values, dtype=torch.float64)
+
+
 def ik_model(g):
     parents, offsets, pre = random_skeleton(JOINTS, g, roots=1)
-    transform = torch.eye(PARAMS, dtype=torch.float64)
     lower = torch.full((PARAMS,), -1.0, dtype=torch.float64)
-    return parents, offsets, pre, transform, lower, -lower, torch.ones(PARAMS, dtype=torch.bool)
+    return (parents, offsets, pre, *sparse_transform(), lower, -lower, torch.ones(PARAMS, dtype=torch.bool))
 
 
 def ik_problem(batch, g):
@@ -102,10 +110,10 @@ def ik_problem(batch, g):
 
 
 def ik_args(batch, g):
-    parents, offsets, pre, transform, pmin, pmax, active = ik_model(g)
+    parents, offsets, pre, rows, columns, values, pmin, pmax, active = ik_model(g)
     theta, targets, weights, orientation, orientation_weights, reference = ik_problem(batch, g)
     joints = torch.arange(JOINTS)
-    return [theta, parents, offsets, pre, transform, pmin, pmax, active,
+    return [theta, parents, offsets, pre, rows, columns, values, pmin, pmax, active,
             joints, torch.zeros(JOINTS, 3, dtype=torch.float64), targets, weights,
             torch.tensor([JOINTS - 1]), torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64), orientation,
             orientation_weights, 0.5, reference, torch.full((PARAMS,), 1e-3, dtype=torch.float64), 5, 1e-12, 1e-3]
@@ -114,13 +122,13 @@ def ik_args(batch, g):
 def ik_backward_args(batch, g):
     args = ik_args(batch, g)
     solution = ops.ik_solve(*args)[0]
-    return [torch.randn(batch, PARAMS, generator=g, dtype=torch.float64), solution] + args[1:19]
+    return [torch.randn(batch, PARAMS, generator=g, dtype=torch.float64), solution] + args[1:21]
 
 
 def residual_args(batch, g):
-    parents, offsets, pre, transform = ik_model(g)[:4]
+    parents, offsets, pre, rows, columns, values = ik_model(g)[:6]
     theta, targets = ik_problem(batch, g)[:2]
-    return [theta, parents, offsets, pre, transform, torch.arange(JOINTS),
+    return [theta, parents, offsets, pre, rows, columns, values, torch.arange(JOINTS),
             torch.randn(JOINTS, 3, generator=g, dtype=torch.float64), targets]
 
 
@@ -131,10 +139,10 @@ TABLE = [
     Row("skin_points_backward", skin_backward_args, batched=[0, 1], grad=[0, 1, 3, 5]),
     Row("skin_blended_points", blended_args, batched=[0, 4], grad=[0, 2, 3, 4, 6]),
     Row("skin_blended_points_backward", blended_backward_args, batched=[0, 1, 5], grad=[0, 1, 3, 4, 5, 7]),
-    Row("ik_solve", ik_args, batched=[0, 10, 11, 14, 15, 17], grad=[10, 11, 14, 15, 17], float32_outputs=[0, 2],
+    Row("ik_solve", ik_args, batched=[0, 12, 13, 16, 17, 19], grad=[12, 13, 16, 17, 19], float32_outputs=[0, 2],
         float32_tolerance=2e-2),
-    Row("ik_solve_backward", ik_backward_args, batched=[0, 1, 11, 12, 15, 16, 18]),
-    Row("position_residuals_and_jacobian", residual_args, batched=[0, 7]),
+    Row("ik_solve_backward", ik_backward_args, batched=[0, 1, 13, 14, 17, 18, 20]),
+    Row("position_residuals_and_jacobian", residual_args, batched=[0, 9]),
 ]
 IDS = [row.name for row in TABLE]
 

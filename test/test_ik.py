@@ -351,7 +351,8 @@ class PositionFit(torch.nn.Module):
         c = character
         dtype = c.offsets.dtype
         J = c.num_joints
-        for name in ("parents", "offsets", "pre_rotations", "parameter_transform", "parameter_min", "parameter_max"):
+        for name in ("parents", "offsets", "pre_rotations", "transform_index", "transform_values", "parameter_min",
+                     "parameter_max"):
             self.register_buffer(name, getattr(c, name).clone())
         self.register_buffer("active", active.clone())
         self.register_buffer("joints", torch.arange(J))
@@ -364,11 +365,12 @@ class PositionFit(torch.nn.Module):
 
     def forward(self, targets: torch.Tensor) -> torch.Tensor:
         batch = targets.shape[0]
-        P = self.parameter_transform.shape[1]
+        P = self.parameter_min.shape[0]
         init = torch.zeros(batch, P, dtype=targets.dtype, device=targets.device)
         no_orientations = torch.zeros(batch, 0, 4, dtype=targets.dtype, device=targets.device)
         solution, iterations, error = torch.ops.momentum.ik_solve(
-            init, self.parents, self.offsets, self.pre_rotations, self.parameter_transform,
+            init, self.parents, self.offsets, self.pre_rotations, self.transform_index[0], self.transform_index[1],
+            self.transform_values,
             self.parameter_min, self.parameter_max, self.active,
             self.joints, self.position_offsets, targets, self.weights.expand(batch, -1),
             self.orientation_joints, self.orientation_offsets, no_orientations, no_orientations[..., 0],
@@ -423,7 +425,8 @@ def test_opcheck(device, generator):
     c = character
     args = (
         torch.zeros(2, c.num_parameters, dtype=torch.float64, device=device), c.parents, c.offsets, c.pre_rotations,
-        c.parameter_transform, c.parameter_min, c.parameter_max, fixed["active_parameters"],
+        c.transform_index[0], c.transform_index[1], c.transform_values, c.parameter_min, c.parameter_max,
+        fixed["active_parameters"],
         fixed["position_joints"], torch.zeros(c.num_joints, 3, dtype=torch.float64, device=device),
         inputs["position_targets"].requires_grad_(), inputs["position_weights"],
         fixed["orientation_joints"], torch.tensor([[0, 0, 0, 1.0]] * 2, dtype=torch.float64, device=device),

@@ -299,19 +299,28 @@ def test_files_that_are_not_regular_or_missing(tmp_path):
         load_urdf(KUKA, dtype=torch.int32)
 
 
-def test_a_robot_too_large_for_a_dense_transform_is_refused(tmp_path, pretend_memory):
-    """A small file naming thousands of links must get a clear error, not the
-    out-of-memory killer: the dense transform is checked against the machine's
-    memory (pretended here to be 1 GiB) before it is allocated."""
+def test_a_long_robot_loads_with_a_sparse_transform(tmp_path, pretend_memory):
+    """A 4000-link chain loads on a machine pretended to have 1 GiB: the
+    transform is stored as its 3999 entries, not as a dense [28000, 3999]
+    matrix (0.8 GiB); asking for the dense form is refused with its size."""
     pretend_memory(1 << 30)
     n = 4000
     links = "".join(f'<link name="l{i}"/>' for i in range(n))
     joints = "".join(f'<joint name="j{i}" type="revolute"><parent link="l{i}"/><child link="l{i + 1}"/>'
                      f'<axis xyz="0 1 0"/><limit lower="-1" upper="1" effort="1" velocity="1"/></joint>'
                      for i in range(n - 1))
-    with pytest.raises(UrdfError, match=r"4000 joints and 3999 model parameters make a dense parameter transform "
-                                        r"of 0\.8 GiB, more than half of this machine's 1 GiB"):
-        load_urdf(write(tmp_path, f'<robot name="chain">{links}{joints}</robot>'))
-    with pytest.raises(ValueError, match=r"Character: 9000 joints and 63000 model parameters"):
-        momentum_ops.Character([f"j{i}" for i in range(9000)], torch.arange(-1, 8999), torch.zeros(9000, 3),
-                               torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(9000, 1))
+    robot = load_urdf(write(tmp_path, f'<robot name="chain">{links}{joints}</robot>'), dtype=torch.float64)
+    assert robot.num_joints == n and robot.num_parameters == n - 1
+    assert robot.transform_values.shape == (n - 1,)
+    # Joint i+1 turns about y by theta_i: the entries are exactly those rows.
+    assert robot.transform_index[0].tolist() == [7 * (i + 1) + 4 for i in range(n - 1)]
+    assert robot.transform_index[1].tolist() == list(range(n - 1))
+    theta = torch.linspace(-1, 1, n - 1, dtype=torch.float64)
+    joint_parameters = robot.model_parameters_to_joint_parameters(theta).reshape(n, 7)
+    assert torch.equal(joint_parameters[1:, 4], theta) and not joint_parameters[:, [0, 1, 2, 3, 5, 6]].any()
+    with pytest.raises(ValueError, match=r"Character.parameter_transform: a dense parameter transform \[28000, 3999\] "
+                                         r"would take 854\.3 MiB, more than half of this machine's 1\.0 GiB"):
+        robot.parameter_transform
+    big = momentum_ops.Character([f"j{i}" for i in range(9000)], torch.arange(-1, 8999), torch.zeros(9000, 3),
+                                 torch.tensor([[0.0, 0.0, 0.0, 1.0]]).repeat(9000, 1))
+    assert big.num_parameters == 63000 and big.transform_values.shape == (63000,)

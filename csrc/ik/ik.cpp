@@ -30,50 +30,80 @@ std::vector<int64_t> joint_list(const char* op, const char* name, const Tensor& 
   return values;
 }
 
-// Checks the skeleton and the parameter transform (dtype and device like
-// `like`, the model parameters) before anything else, so that every later
-// size check compares against sizes already known to be right. Sets J and P.
+// Checks the skeleton (dtype and device like `like`, the model parameters)
+// before anything else, so that every later size check compares against
+// sizes already known to be right. Sets J.
 std::vector<int32_t> check_model(const char* op, IkArgs& args, const char* like_name, const Tensor& like,
-                                 const Tensor& parents,
-                                 const Tensor& offsets, const Tensor& pre_rotations,
-                                 const Tensor& parameter_transform) {
+                                 const Tensor& parents, const Tensor& offsets, const Tensor& pre_rotations) {
   check_like(op, "offsets", offsets, like_name, like);
   MOMENTUM_CHECK(offsets.dim() == 2, op, ": offsets must have shape [J, 3], got ", shape_string(offsets));
   const int64_t J = offsets.size(0);
   check_shape(op, "offsets", offsets, {J, 3}, "[J, 3]");
   check_like(op, "pre_rotations", pre_rotations, like_name, like);
   check_shape(op, "pre_rotations", pre_rotations, {J, 4}, "[J, 4] (xyzw) with J from offsets");
-  check_like(op, "parameter_transform", parameter_transform, like_name, like);
-  MOMENTUM_CHECK(parameter_transform.dim() == 2, op, ": parameter_transform must have shape [J*7, P], got ",
-                 shape_string(parameter_transform));
-  check_shape(op, "parameter_transform", parameter_transform, {7 * J, -1}, "[J*7, P] with J from offsets");
   check_defined(op, "parents", parents);
   MOMENTUM_CHECK(parents.is_cpu() || parents.is_cuda() == like.is_cuda(), op, ": parents is on ",
                  device_string(parents), "; it must be on the CPU or on the device of ", like_name);
   std::vector<int32_t> codes = skeleton_topology(op, parents, J);
   args.joints = int(J);
-  args.params = int(parameter_transform.size(1));
   args.offsets = as_contiguous(offsets);
   args.pre_rotations = as_contiguous(pre_rotations);
-  args.transform = as_contiguous(parameter_transform);
   args.dtype = like.scalar_type();
   return codes;
 }
 
-// model_parameters: [..., P] with P from the parameter transform.
+// model_parameters: [..., P]; P is the number of model parameters of the call.
 void check_model_parameters(const char* op, IkArgs& args, Tensor& theta, const char* name) {
-  const std::string text = "[..., P] with P = " + std::to_string(args.params) + " (the columns of parameter_transform)";
-  MOMENTUM_CHECK(theta.dim() >= 1, op, ": ", name, " must have shape ", text, ", got ", shape_string(theta));
-  args.batch = check_batched_shape(op, name, theta, {args.params}, text.c_str());
+  MOMENTUM_CHECK(theta.dim() >= 1, op, ": ", name, " must have shape [..., P], got ", shape_string(theta));
+  MOMENTUM_CHECK(theta.size(-1) < (int64_t(1) << 30), op, ": ", name, " has ", theta.size(-1),
+                 " parameters; at most 2^30 are supported");
+  args.params = int(theta.size(-1));
+  args.batch = check_batched_shape(op, name, theta, {args.params}, "[..., P]");
   args.batch_shape = batch_sizes(theta, 1);
   theta = as_contiguous(theta);
+}
+
+// The sparse parameter transform's entries, read on the host.
+struct TransformEntries {
+  std::vector<int64_t> rows, columns;
+};
+
+TransformEntries check_transform(const char* op, IkArgs& args, const Tensor& rows, const Tensor& columns,
+                                 const Tensor& values, const char* like_name, const Tensor& like) {
+  TransformEntries entries;
+  for (auto [name, t] : {std::pair{"transform_rows", &rows}, std::pair{"transform_columns", &columns}}) {
+    check_defined(op, name, *t);
+    MOMENTUM_CHECK(t->dim() == 1, op, ": ", name, " must have shape [nnz], got ", shape_string(*t));
+    MOMENTUM_CHECK(t->is_cpu() || t->is_cuda() == like.is_cuda(), op, ": ", name, " is on ", device_string(*t),
+                   "; it must be on the CPU or on the device of ", like_name);
+  }
+  const int64_t nnz = rows.size(0);
+  MOMENTUM_CHECK(nnz <= kIkMaxTransformEntries, op, ": the parameter transform has ", nnz,
+                 " entries; at most ", kIkMaxTransformEntries, " are supported");
+  check_shape(op, "transform_columns", columns, {nnz}, "[nnz] with nnz from transform_rows");
+  check_like(op, "transform_values", values, like_name, like);
+  check_shape(op, "transform_values", values, {nnz}, "[nnz] with nnz from transform_rows");
+  entries.rows = integer_values(op, "transform_rows", rows);
+  entries.columns = integer_values(op, "transform_columns", columns);
+  const int64_t joint_rows = int64_t(7) * args.joints;
+  for (int64_t e = 0; e < nnz; ++e) {
+    MOMENTUM_CHECK(entries.rows[size_t(e)] >= 0 && entries.rows[size_t(e)] < joint_rows, op, ": transform_rows[",
+                   e, "] = ", entries.rows[size_t(e)], " is out of range; joint parameter rows are in [0, ",
+                   joint_rows, ") (7 per joint)");
+    MOMENTUM_CHECK(entries.columns[size_t(e)] >= 0 && entries.columns[size_t(e)] < args.params, op,
+                   ": transform_columns[", e, "] = ", entries.columns[size_t(e)],
+                   " is out of range; model parameters are in [0, ", args.params, ") (P from ", like_name, ")");
+  }
+  args.transform_values = as_contiguous(values);
+  return entries;
 }
 
 // The index arrays of the solver: topology, the joints FK visits (the
 // constrained ones and their ancestors, by depth), the active parameters and
 // the constraint joints.
 void build_index(IkArgs& args, const std::vector<int32_t>& codes, const std::vector<int64_t>& active,
-                 const std::vector<int64_t>& position_joints, const std::vector<int64_t>& orientation_joints) {
+                 const std::vector<int64_t>& position_joints, const std::vector<int64_t>& orientation_joints,
+                 const TransformEntries& transform) {
   const int64_t J = args.joints;
   std::vector<int> depth(size_t(J), 0);
   std::vector<char> needed(size_t(J), 0);
@@ -114,6 +144,47 @@ void build_index(IkArgs& args, const std::vector<int32_t>& codes, const std::vec
   args.offsets_of.active = append(active);
   args.offsets_of.position_joints = append(position_joints);
   args.offsets_of.orientation_joints = append(orientation_joints);
+  // The transform by row (counting sort: entries keep their order within a row).
+  const int64_t joint_rows = 7 * J, nnz = int64_t(transform.rows.size());
+  std::vector<int32_t> row_start(size_t(joint_rows) + 1, 0), row_column(static_cast<size_t>(nnz)),
+      row_entry(static_cast<size_t>(nnz));
+  for (int64_t r : transform.rows) ++row_start[size_t(r) + 1];
+  for (int64_t r = 0; r < joint_rows; ++r) row_start[size_t(r) + 1] += row_start[size_t(r)];
+  {
+    std::vector<int32_t> next(row_start.begin(), row_start.end() - 1);
+    for (int64_t e = 0; e < nnz; ++e) {
+      const int32_t at = next[size_t(transform.rows[size_t(e)])]++;
+      row_column[size_t(at)] = int32_t(transform.columns[size_t(e)]);
+      row_entry[size_t(at)] = int32_t(e);
+    }
+  }
+  // ... and by active parameter, for the Jacobian.
+  std::vector<int32_t> slot(size_t(args.params), -1);
+  for (size_t k = 0; k < active.size(); ++k) slot[size_t(active[k])] = int32_t(k);
+  std::vector<int32_t> active_start(active.size() + 1, 0);
+  for (int64_t c : transform.columns) {
+    if (slot[size_t(c)] >= 0) ++active_start[size_t(slot[size_t(c)]) + 1];
+  }
+  for (size_t k = 0; k < active.size(); ++k) active_start[k + 1] += active_start[k];
+  std::vector<int32_t> active_row(static_cast<size_t>(active_start.back())),
+      active_entry(static_cast<size_t>(active_start.back()));
+  {
+    std::vector<int32_t> next(active_start.begin(), active_start.end() - 1);
+    for (int64_t e = 0; e < nnz; ++e) {
+      const int32_t k = slot[size_t(transform.columns[size_t(e)])];
+      if (k >= 0) {
+        const int32_t at = next[size_t(k)]++;
+        active_row[size_t(at)] = int32_t(transform.rows[size_t(e)]);
+        active_entry[size_t(at)] = int32_t(e);
+      }
+    }
+  }
+  args.offsets_of.row_start = append(row_start);
+  args.offsets_of.row_column = append(row_column);
+  args.offsets_of.row_entry = append(row_entry);
+  args.offsets_of.active_start = append(active_start);
+  args.offsets_of.active_row = append(active_row);
+  args.offsets_of.active_entry = append(active_entry);
   args.fk_count = int(order.size());
   args.levels = int(level_start.size()) - 1;
   args.active_count = int(active.size());
@@ -123,7 +194,7 @@ void build_index(IkArgs& args, const std::vector<int32_t>& codes, const std::vec
 
 // The solver's scratch per problem must fit in memory; say how much it asks for.
 void check_scratch(const char* op, const IkArgs& args, int64_t active_count) {
-  const IkScratchLayout layout(args.joints, args.params, int(active_count));
+  const IkScratchLayout layout(args.joints, args.params, int(active_count), args.hessian_active);
   const int64_t element = args.dtype == ScalarType::Double ? 8 : 4;
   const double bytes = double(layout.total) * double(element);
   MOMENTUM_CHECK(
@@ -142,7 +213,9 @@ IkArgs check_ik(
     const Tensor& parents,
     const Tensor& offsets,
     const Tensor& pre_rotations,
-    const Tensor& parameter_transform,
+    const Tensor& transform_rows,
+    const Tensor& transform_columns,
+    const Tensor& transform_values,
     const Tensor& parameter_min,
     const Tensor& parameter_max,
     const Tensor& active_parameters,
@@ -154,10 +227,11 @@ IkArgs check_ik(
     const IkOptions& options) {
   IkArgs args;
   check_floating(op, theta_name, t.model_parameters);
-  const std::vector<int32_t> codes =
-      check_model(op, args, theta_name, t.model_parameters, parents, offsets, pre_rotations, parameter_transform);
+  const std::vector<int32_t> codes = check_model(op, args, theta_name, t.model_parameters, parents, offsets, pre_rotations);
   check_model_parameters(op, args, t.model_parameters, theta_name);
   const Tensor& theta = t.model_parameters;
+  const TransformEntries transform =
+      check_transform(op, args, transform_rows, transform_columns, transform_values, theta_name, theta);
   const int64_t P = args.params, J = args.joints;
 
   const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, J);
@@ -196,9 +270,10 @@ IkArgs check_ik(
   check_option(op, "tolerance", options.tolerance, 0.0, false);
   check_option(op, "damping", options.damping, 0.0, true);
   check_option(op, "limit_weight", options.limit_weight, 0.0, false);
+  args.hessian_active = int(active.size());
   check_scratch(op, args, int64_t(active.size()));
 
-  build_index(args, codes, active, pj, oj);
+  build_index(args, codes, active, pj, oj, transform);
   args.parameter_min = as_contiguous(parameter_min);
   args.parameter_max = as_contiguous(parameter_max);
   args.regularization_weight = as_contiguous(regularization_weight);
@@ -214,14 +289,18 @@ IkArgs check_residuals(
     const Tensor& parents,
     const Tensor& offsets,
     const Tensor& pre_rotations,
-    const Tensor& parameter_transform,
+    const Tensor& transform_rows,
+    const Tensor& transform_columns,
+    const Tensor& transform_values,
     const Tensor& position_joints,
     const Tensor& position_offsets) {
   IkArgs args;
   check_floating(op, "model_parameters", model_parameters);
   const std::vector<int32_t> codes =
-      check_model(op, args, "model_parameters", model_parameters, parents, offsets, pre_rotations, parameter_transform);
+      check_model(op, args, "model_parameters", model_parameters, parents, offsets, pre_rotations);
   check_model_parameters(op, args, model_parameters, "model_parameters");
+  const TransformEntries transform = check_transform(op, args, transform_rows, transform_columns, transform_values,
+                                                     "model_parameters", model_parameters);
   const std::vector<int64_t> pj = joint_list(op, "position_joints", position_joints, args.joints);
   const int64_t C = int64_t(pj.size());
   check_like(op, "position_offsets", position_offsets, "model_parameters", model_parameters);
@@ -231,7 +310,7 @@ IkArgs check_residuals(
   check_scratch(op, args, args.params);
   std::vector<int64_t> all(size_t(args.params));
   for (int64_t p = 0; p < args.params; ++p) all[size_t(p)] = p;
-  build_index(args, codes, all, pj, {});
+  build_index(args, codes, all, pj, {}, transform);
   args.position_offsets = as_contiguous(position_offsets);
   return args;
 }
@@ -241,7 +320,7 @@ IkSolveCall prepare_ik_solve(MOMENTUM_IK_SOLVE_PARAMS) {
   call.problems = {model_parameters, position_targets, position_weights, orientation_targets,
                    orientation_weights, regularization_target};
   call.options = {limit_weight, tolerance, damping, max_iterations};
-  call.args = check_ik("ik_solve", "model_parameters", call.problems, parents, offsets, pre_rotations, parameter_transform,
+  call.args = check_ik("ik_solve", "model_parameters", call.problems, parents, offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS,
                        parameter_min, parameter_max, active_parameters, position_joints, position_offsets,
                        orientation_joints, orientation_offsets, regularization_weight, call.options);
   const Tensor& theta = call.problems.model_parameters;
@@ -257,7 +336,7 @@ IkBackwardCall prepare_ik_backward(MOMENTUM_IK_BACKWARD_PARAMS) {
   call.problems = {solution, position_targets, position_weights, orientation_targets, orientation_weights,
                    regularization_target};
   call.options = {limit_weight, 0.0, 1.0, 0};
-  call.args = check_ik(op, "solution", call.problems, parents, offsets, pre_rotations, parameter_transform, parameter_min,
+  call.args = check_ik(op, "solution", call.problems, parents, offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS, parameter_min,
                        parameter_max, active_parameters, position_joints, position_offsets, orientation_joints,
                        orientation_offsets, regularization_weight, call.options);
   const IkProblemTensors& t = call.problems;
@@ -277,7 +356,7 @@ IkBackwardCall prepare_ik_backward(MOMENTUM_IK_BACKWARD_PARAMS) {
 IkResidualsCall prepare_residuals(MOMENTUM_IK_RESIDUALS_PARAMS) {
   IkResidualsCall call;
   call.args = check_residuals("position_residuals_and_jacobian", model_parameters, position_targets, parents,
-                              offsets, pre_rotations, parameter_transform, position_joints, position_offsets);
+                              offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS, position_joints, position_offsets);
   call.problems = {model_parameters, position_targets, {}, {}, {}, {}};
   const IkArgs& a = call.args;
   call.residuals = torch::stable::new_empty(model_parameters, concat(a.batch_shape, {a.positions, 3}));
@@ -294,7 +373,7 @@ IkResidualsCall prepare_residuals(MOMENTUM_IK_RESIDUALS_PARAMS) {
 STABLE_TORCH_LIBRARY_FRAGMENT(momentum, m) {
   m.def(
       "ik_solve(Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations, "
-      "Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, Tensor active_parameters, "
+      "Tensor transform_rows, Tensor transform_columns, Tensor transform_values, Tensor parameter_min, Tensor parameter_max, Tensor active_parameters, "
       "Tensor position_joints, Tensor position_offsets, Tensor position_targets, Tensor position_weights, "
       "Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets, "
       "Tensor orientation_weights, float limit_weight, Tensor regularization_target, "
@@ -302,7 +381,8 @@ STABLE_TORCH_LIBRARY_FRAGMENT(momentum, m) {
       "-> (Tensor, Tensor, Tensor)");
   m.def(
       "ik_solve_backward(Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets, "
-      "Tensor pre_rotations, Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max, "
+      "Tensor pre_rotations, Tensor transform_rows, Tensor transform_columns, Tensor transform_values, "
+      "Tensor parameter_min, Tensor parameter_max, "
       "Tensor active_parameters, Tensor position_joints, Tensor position_offsets, Tensor position_targets, "
       "Tensor position_weights, Tensor orientation_joints, Tensor orientation_offsets, "
       "Tensor orientation_targets, Tensor orientation_weights, float limit_weight, "
@@ -310,6 +390,7 @@ STABLE_TORCH_LIBRARY_FRAGMENT(momentum, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "position_residuals_and_jacobian(Tensor model_parameters, Tensor parents, Tensor offsets, "
-      "Tensor pre_rotations, Tensor parameter_transform, Tensor position_joints, Tensor position_offsets, "
+      "Tensor pre_rotations, Tensor transform_rows, Tensor transform_columns, Tensor transform_values, "
+      "Tensor position_joints, Tensor position_offsets, "
       "Tensor position_targets) -> (Tensor, Tensor)");
 }

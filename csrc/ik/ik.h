@@ -9,11 +9,13 @@ namespace momentum_ops {
 
 // The skeleton, parameterisation and constraint layout of one call.
 struct IkArgs {
-  Tensor offsets, pre_rotations, transform, parameter_min, parameter_max, regularization_weight;
+  Tensor offsets, pre_rotations, transform_values, parameter_min, parameter_max, regularization_weight;
   Tensor position_offsets, orientation_offsets;
   std::vector<int32_t> index;  // packed int32 arrays at `offsets_of`
   IkIndexOffsets offsets_of{};
   int joints = 0, params = 0, active_count = 0, positions = 0, orientations = 0, fk_count = 0, levels = 0;
+  int hessian_active = 0;  // active_count where the normal equations are formed, else 0
+  IkScratchLayout layout() const { return IkScratchLayout(joints, params, active_count, hessian_active); }
   std::vector<int64_t> batch_shape;
   int64_t batch = 0;
   ScalarType dtype = ScalarType::Float;
@@ -31,40 +33,46 @@ struct IkOptions {
 };
 
 // The C++ signatures of the ops (one place for both devices' entry points).
+// The parameter transform comes as COO entries: transform_rows [nnz] (joint
+// parameter, in [0, 7J)), transform_columns [nnz] (model parameter, in
+// [0, P)), both int on the CPU or the call's device, and transform_values
+// [nnz] like the model parameters.
+#define MOMENTUM_IK_TRANSFORM_PARAMS Tensor transform_rows, Tensor transform_columns, Tensor transform_values
+#define MOMENTUM_IK_TRANSFORM_ARGS transform_rows, transform_columns, transform_values
 #define MOMENTUM_IK_SOLVE_PARAMS                                                                  \
   Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations,                 \
-      Tensor parameter_transform, Tensor parameter_min, Tensor parameter_max,                    \
+      MOMENTUM_IK_TRANSFORM_PARAMS, Tensor parameter_min, Tensor parameter_max,                  \
       Tensor active_parameters, Tensor position_joints, Tensor position_offsets,                 \
       Tensor position_targets, Tensor position_weights, Tensor orientation_joints,               \
       Tensor orientation_offsets, Tensor orientation_targets, Tensor orientation_weights,        \
       double limit_weight, Tensor regularization_target, Tensor regularization_weight,           \
       int64_t max_iterations, double tolerance, double damping
 #define MOMENTUM_IK_SOLVE_ARGS                                                                    \
-  model_parameters, parents, offsets, pre_rotations, parameter_transform, parameter_min,         \
+  model_parameters, parents, offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS, parameter_min,  \
       parameter_max, active_parameters, position_joints, position_offsets, position_targets,     \
       position_weights, orientation_joints, orientation_offsets, orientation_targets,            \
       orientation_weights, limit_weight, regularization_target, regularization_weight,           \
       max_iterations, tolerance, damping
 #define MOMENTUM_IK_BACKWARD_PARAMS                                                               \
   Tensor grad_model_parameters, Tensor solution, Tensor parents, Tensor offsets,                 \
-      Tensor pre_rotations, Tensor parameter_transform, Tensor parameter_min,                    \
+      Tensor pre_rotations, MOMENTUM_IK_TRANSFORM_PARAMS, Tensor parameter_min,                  \
       Tensor parameter_max, Tensor active_parameters, Tensor position_joints,                    \
       Tensor position_offsets, Tensor position_targets, Tensor position_weights,                 \
       Tensor orientation_joints, Tensor orientation_offsets, Tensor orientation_targets,         \
       Tensor orientation_weights, double limit_weight, Tensor regularization_target,             \
       Tensor regularization_weight
 #define MOMENTUM_IK_BACKWARD_ARGS                                                                 \
-  grad_model_parameters, solution, parents, offsets, pre_rotations, parameter_transform,         \
+  grad_model_parameters, solution, parents, offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS,  \
       parameter_min, parameter_max, active_parameters, position_joints, position_offsets,        \
       position_targets, position_weights, orientation_joints, orientation_offsets,               \
       orientation_targets, orientation_weights, limit_weight, regularization_target,             \
       regularization_weight
 #define MOMENTUM_IK_RESIDUALS_PARAMS                                                              \
   Tensor model_parameters, Tensor parents, Tensor offsets, Tensor pre_rotations,                 \
-      Tensor parameter_transform, Tensor position_joints, Tensor position_offsets,               \
+      MOMENTUM_IK_TRANSFORM_PARAMS, Tensor position_joints, Tensor position_offsets,             \
       Tensor position_targets
 #define MOMENTUM_IK_RESIDUALS_ARGS                                                                \
-  model_parameters, parents, offsets, pre_rotations, parameter_transform, position_joints,       \
+  model_parameters, parents, offsets, pre_rotations, MOMENTUM_IK_TRANSFORM_ARGS, position_joints, \
       position_offsets, position_targets
 
 // A checked call with its outputs allocated (uninitialised).
@@ -101,7 +109,9 @@ IkArgs check_ik(
     const Tensor& parents,
     const Tensor& offsets,
     const Tensor& pre_rotations,
-    const Tensor& parameter_transform,
+    const Tensor& transform_rows,
+    const Tensor& transform_columns,
+    const Tensor& transform_values,
     const Tensor& parameter_min,
     const Tensor& parameter_max,
     const Tensor& active_parameters,
@@ -120,7 +130,9 @@ IkArgs check_residuals(
     const Tensor& parents,
     const Tensor& offsets,
     const Tensor& pre_rotations,
-    const Tensor& parameter_transform,
+    const Tensor& transform_rows,
+    const Tensor& transform_columns,
+    const Tensor& transform_values,
     const Tensor& position_joints,
     const Tensor& position_offsets);
 
@@ -136,7 +148,7 @@ IkModel<T> ik_model(const IkArgs& args, const IkOptions& options) {
   IkModel<T> m{};
   m.offsets = data_of<T>(args.offsets);
   m.pre_rotations = data_of<T>(args.pre_rotations);
-  m.transform = data_of<T>(args.transform);
+  m.transform_values = data_of<T>(args.transform_values);
   m.parameter_min = data_of<T>(args.parameter_min);
   m.parameter_max = data_of<T>(args.parameter_max);
   m.regularization_weight = data_of<T>(args.regularization_weight);
@@ -153,6 +165,7 @@ IkModel<T> ik_model(const IkArgs& args, const IkOptions& options) {
   m.orientations = args.orientations;
   m.fk_count = args.fk_count;
   m.levels = args.levels;
+  m.hessian_active = args.hessian_active;
   return m;
 }
 

@@ -12,7 +12,7 @@ namespace {
 // Runs f(solver, b) for every problem b, each task with its own scratch.
 template <typename T, typename F>
 void for_each_problem(const IkArgs& args, const IkModel<T>& model, const IkBatch<T>& batch, F&& f) {
-  const IkScratchLayout layout(args.joints, args.params, args.active_count);
+  const IkScratchLayout layout = args.layout();
   torch::stable::parallel_for(0, args.batch, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(size_t(layout.total));
     IkControl<T> control{};
@@ -25,18 +25,11 @@ void for_each_problem(const IkArgs& args, const IkModel<T>& model, const IkBatch
   });
 }
 
-// The model with its index arrays and the transform's column index on the host.
+// The model with its index arrays on the host.
 template <typename T>
-IkModel<T> host_model(const IkArgs& args, const IkOptions& options, std::vector<int32_t>& columns) {
+IkModel<T> host_model(const IkArgs& args, const IkOptions& options) {
   IkModel<T> model = ik_model<T>(args, options);
   model.set_index(args.index.data(), args.offsets_of);
-  const int Pa = args.active_count;
-  columns.assign(size_t(Pa) * (kIkColumnRows + 1), 0);
-  model.column_rows = columns.data();
-  model.column_count = columns.data() + size_t(Pa) * kIkColumnRows;
-  for (int k = 0; k < Pa; ++k) {
-    build_transform_column(model, k, columns.data(), columns.data() + size_t(Pa) * kIkColumnRows + k);
-  }
   return model;
 }
 
@@ -45,8 +38,7 @@ std::tuple<Tensor, Tensor, Tensor> ik_solve_cpu(MOMENTUM_IK_SOLVE_PARAMS) {
   const IkArgs& args = call.args;
   dispatch_floating(args.dtype, [&](auto zero) {
     using T = decltype(zero);
-    std::vector<int32_t> columns;
-    const IkModel<T> model = host_model<T>(args, call.options, columns);
+    const IkModel<T> model = host_model<T>(args, call.options);
     T* out = static_cast<T*>(call.solution.mutable_data_ptr());
     int32_t* its = static_cast<int32_t*>(call.iterations.mutable_data_ptr());
     T* err = static_cast<T*>(call.energy.mutable_data_ptr());
@@ -62,8 +54,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> ik_solve_backward_cpu(MOMENTU
   const IkArgs& args = call.args;
   dispatch_floating(args.dtype, [&](auto zero) {
     using T = decltype(zero);
-    std::vector<int32_t> columns;
-    const IkModel<T> model = host_model<T>(args, call.options, columns);
+    const IkModel<T> model = host_model<T>(args, call.options);
     const T* g = data_of<T>(call.grad_solution);
     auto out = [](Tensor& x) { return static_cast<T*>(x.mutable_data_ptr()); };
     T *pt = out(call.grad_position_targets), *pw = out(call.grad_position_weights),
@@ -85,8 +76,7 @@ std::tuple<Tensor, Tensor> residuals_cpu(MOMENTUM_IK_RESIDUALS_PARAMS) {
   const IkArgs& args = call.args;
   dispatch_floating(args.dtype, [&](auto zero) {
     using T = decltype(zero);
-    std::vector<int32_t> columns;
-    const IkModel<T> model = host_model<T>(args, IkOptions{}, columns);
+    const IkModel<T> model = host_model<T>(args, IkOptions{});
     T* r = static_cast<T*>(call.residuals.mutable_data_ptr());
     T* jac = static_cast<T*>(call.jacobian.mutable_data_ptr());
     const IkBatch<T> batch = ik_batch<T>(args, call.problems);

@@ -80,7 +80,6 @@ struct IkKernelParams {
   int64_t batch;
   T* scratch;
   int64_t scratch_stride;
-  int32_t* columns;  // [Pa * (kIkColumnRows + 1)]: rows, then counts
   // outputs
   T* solution;
   int32_t* iterations;
@@ -101,18 +100,7 @@ template <typename T>
 __device__ IkModel<T> kernel_model(const IkKernelParams<T>& p) {
   IkModel<T> model = p.model;
   model.set_index(p.index.get(), p.offsets);
-  model.column_rows = p.columns;
-  model.column_count = p.columns + int64_t(model.active_count) * kIkColumnRows;
   return model;
-}
-
-template <typename T>
-__global__ void build_columns_kernel(const __grid_constant__ IkKernelParams<T> p) {
-  const IkModel<T> model = kernel_model(p);
-  const int k = blockIdx.x * blockDim.x + threadIdx.x;
-  if (k < model.active_count) {
-    build_transform_column(model, k, p.columns, p.columns + int64_t(model.active_count) * kIkColumnRows + k);
-  }
 }
 
 enum class Task { Solve, Backward, Residuals };
@@ -143,7 +131,7 @@ __global__ void __launch_bounds__(kIkThreads) ik_kernel(const __grid_constant__ 
   }
 }
 
-// Sets up the parameters, scratch and column index, then runs the task.
+// Sets up the parameters and the scratch, then runs the task.
 template <typename T, Task kTask>
 void launch(const char* op, const IkArgs& args, const IkOptions& options, const IkProblemTensors& t,
             IkKernelParams<T>& p, const Tensor& like) {
@@ -168,14 +156,7 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
     index_storage = torch::stable::to(host, like.device());
     p.index.device_words = static_cast<const int32_t*>(index_storage.const_data_ptr());
   }
-  const int64_t Pa = std::max(args.active_count, 1);
-  Tensor columns = torch::stable::new_empty(like, {Pa * (kIkColumnRows + 1)}, ScalarType::Int);
-  p.columns = static_cast<int32_t*>(columns.mutable_data_ptr());
-  if (args.active_count > 0) {
-    build_columns_kernel<T><<<unsigned((args.active_count + 127) / 128), 128, 0, stream>>>(p);
-    MOMENTUM_CHECK_LAUNCH(op);
-  }
-  const IkScratchLayout layout(args.joints, args.params, args.active_count);
+  const IkScratchLayout layout = args.layout();
   const int64_t per_problem = std::max<int64_t>(layout.total, 2);
   int64_t blocks = std::min<int64_t>(args.batch, int64_t(multiprocessor_count(device)) * 8);
   blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxTotalScratchBytes / (per_problem * int64_t(sizeof(T)))));
@@ -187,8 +168,8 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   // block's global scratch, where L2 thrashes for large batches.
   int shared_limit = 0;
   MOMENTUM_CUDA_CHECK(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), op);
-  const size_t hessian_bytes = size_t(args.active_count) * (args.active_count + 1) / 2 * sizeof(T);
-  p.shared_hessian = hessian_bytes + 2048 <= size_t(shared_limit);
+  const size_t hessian_bytes = size_t(args.hessian_active) * (args.hessian_active + 1) / 2 * sizeof(T);
+  p.shared_hessian = args.hessian_active > 0 && hessian_bytes + 2048 <= size_t(shared_limit);
   const size_t shared = p.shared_hessian ? hessian_bytes : 0;
   MOMENTUM_CUDA_CHECK(
       cudaFuncSetAttribute(ik_kernel<T, kTask>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)), op);

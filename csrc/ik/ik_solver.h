@@ -30,26 +30,34 @@ namespace momentum_ops {
 
 constexpr int kIkMaxAttempts = 10;
 constexpr int kIkLineSearch = 8;
-// Nonzero rows of one active column of the parameter transform kept in the
-// column index; a column with more falls back to a dense scan.
-constexpr int kIkColumnRows = 16;
 // The largest iteration count an op accepts (the solver counts in int).
 constexpr int64_t kIkMaxIterations = (int64_t(1) << 31) - 1;
 // Scratch memory one problem may ask for (the packed normal equations, twice,
 // dominate: 4 * Pa^2 bytes in float32).
 constexpr int64_t kIkMaxScratchBytes = int64_t(1) << 30;
+// Entries of the sparse parameter transform one call may have (the index
+// arrays count in int32).
+constexpr int64_t kIkMaxTransformEntries = int64_t(1) << 28;
 
 // Where each index array starts in the packed int32 index block.
 struct IkIndexOffsets {
   int64_t topology, fk_order, level_start, active, position_joints, orientation_joints;
+  int64_t row_start, row_column, row_entry, active_start, active_row, active_entry;
 };
 
 // Everything that is the same for every problem of a call.
+//
+// The parameter transform is sparse: entry e maps model parameter column[e]
+// to joint parameter row[e] with coefficient transform_values[e] (duplicates
+// add up). The index block holds it twice, by row for jp = transform @ theta
+// (row_start, row_column, row_entry) and by active parameter for the
+// Jacobian (active_start, active_row, active_entry); *_entry index
+// transform_values, which stay where the caller's tensor is.
 template <typename T>
 struct IkModel {
   const T* offsets;  // [J, 3]
   const T* pre_rotations;  // [J, 4]
-  const T* transform;  // [7J, P] row-major
+  const T* transform_values;  // [nnz]
   const T* parameter_min;  // [P]
   const T* parameter_max;  // [P]
   const T* regularization_weight;  // [P]
@@ -62,15 +70,18 @@ struct IkModel {
   const int32_t* active;  // [Pa] the free model parameters
   const int32_t* position_joints;  // [C]
   const int32_t* orientation_joints;  // [Co]
-  // Per active parameter k: column_count[k] nonzero rows of the transform in
-  // column_rows[k * kIkColumnRows ...], or -1 when it has more (dense scan).
-  const int32_t* column_rows;
-  const int32_t* column_count;
+  const int32_t* row_start;  // [7J + 1] into row_column / row_entry
+  const int32_t* row_column;  // model parameter of each entry, by row
+  const int32_t* row_entry;
+  const int32_t* active_start;  // [Pa + 1] into active_row / active_entry
+  const int32_t* active_row;  // joint parameter row of each entry, by active parameter
+  const int32_t* active_entry;
   T limit_weight;
   T tolerance;
   T damping;
   int max_iterations;
   int joints, params, active_count, positions, orientations, fk_count, levels;
+  int hessian_active;  // active_count, or 0 where no normal equations are formed
 
   MOMENTUM_HD void set_index(const int32_t* base, const IkIndexOffsets& o) {
     topology = base + o.topology;
@@ -79,25 +90,14 @@ struct IkModel {
     active = base + o.active;
     position_joints = base + o.position_joints;
     orientation_joints = base + o.orientation_joints;
+    row_start = base + o.row_start;
+    row_column = base + o.row_column;
+    row_entry = base + o.row_entry;
+    active_start = base + o.active_start;
+    active_row = base + o.active_row;
+    active_entry = base + o.active_entry;
   }
 };
-
-// Fills the column index of active parameter k (see IkModel::column_rows).
-template <typename T>
-MOMENTUM_HD void build_transform_column(const IkModel<T>& m, int k, int32_t* rows, int32_t* count) {
-  const int p = m.active[k];
-  int n = 0;
-  for (int64_t r = 0; r < int64_t(7) * m.joints; ++r) {
-    if (m.transform[r * m.params + p] != T(0)) {
-      if (n == kIkColumnRows) {
-        *count = -1;
-        return;
-      }
-      rows[k * kIkColumnRows + n++] = int32_t(r);
-    }
-  }
-  *count = n;
-}
 
 // One problem's inputs.
 template <typename T>
@@ -142,8 +142,10 @@ struct IkScratchLayout {
   int64_t theta, trial, jp, states, pre_rotations, hessian, saved_hessian, gradient, step, columns, motions,
       touched, chain, chain_position, total;
 
-  MOMENTUM_HD IkScratchLayout(int joints, int params, int active) {
-    const int64_t packed = int64_t(active) * (active + 1) / 2;
+  // `hessian_active`: the active parameters of the normal equations (0 for
+  // the residual op, which forms none).
+  MOMENTUM_HD IkScratchLayout(int joints, int params, int active, int hessian_active) {
+    const int64_t packed = int64_t(hessian_active) * (hessian_active + 1) / 2;
     int64_t at = 0;
     auto take = [&](int64_t n) {
       const int64_t here = at;
@@ -188,7 +190,7 @@ class IkSolver {
   // (the GPU passes shared memory); otherwise it lives in the scratch.
   MOMENTUM_HD IkSolver(const Exec& exec, const IkModel<T>& model, const IkProblem<T>& problem,
                        T* scratch, IkControl<T>* control, T* fast_hessian = nullptr)
-      : x_(exec), m_(model), pr_(problem), c_(control), layout_(model.joints, model.params, model.active_count) {
+      : x_(exec), m_(model), pr_(problem), c_(control), layout_(model.joints, model.params, model.active_count, model.hessian_active) {
     theta_ = scratch + layout_.theta;
     trial_ = scratch + layout_.trial;
     jp_ = scratch + layout_.jp;
@@ -427,14 +429,12 @@ class IkSolver {
 
   // jp = transform @ theta for the joints FK visits, then FK over them by level.
   MOMENTUM_HD void evaluate_skeleton(const T* theta) {
-    const int P = m_.params;
     x_.for_each(m_.fk_count * 7, [&](int e) {
       const int j = m_.fk_order[e / 7];
       const int64_t row = int64_t(7) * j + e % 7;
-      const T* t = m_.transform + row * P;
       T value = 0;
-      for (int p = 0; p < P; ++p) {
-        value += t[p] * theta[p];
+      for (int i = m_.row_start[row]; i < m_.row_start[row + 1]; ++i) {
+        value += m_.transform_values[m_.row_entry[i]] * theta[m_.row_column[i]];
       }
       jp_[row] = value;
     });
@@ -578,30 +578,13 @@ class IkSolver {
     x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = i; });
     x_.sync();
     x_.for_each(m_.active_count, [&](int k) {
-      const int p = m_.active[k];
       Vec3<T> v{T(0), T(0), T(0)};
-      auto add = [&](int64_t row, int i) {
-        const T coefficient = m_.transform[row * m_.params + p];
-        const T* mo = motions_ + 21 * i + 3 * (row % 7);
-        v = v + coefficient * Vec3<T>{mo[0], mo[1], mo[2]};
-      };
-      const int count = m_.column_count[k];
-      if (count >= 0) {
-        for (int e = 0; e < count; ++e) {
-          const int row = m_.column_rows[k * kIkColumnRows + e];
-          const int i = chain_position_[row / 7];
-          if (i >= 0) {
-            add(row, i);
-          }
-        }
-      } else {
-        for (int i = 0; i < n; ++i) {
-          for (int q = 0; q < 7; ++q) {
-            const int64_t row = int64_t(7) * chain_[i] + q;
-            if (m_.transform[row * m_.params + p] != T(0)) {
-              add(row, i);
-            }
-          }
+      for (int e = m_.active_start[k]; e < m_.active_start[k + 1]; ++e) {
+        const int row = m_.active_row[e];
+        const int i = chain_position_[row / 7];
+        if (i >= 0) {
+          const T* mo = motions_ + 21 * i + 3 * (row % 7);
+          v = v + m_.transform_values[m_.active_entry[e]] * Vec3<T>{mo[0], mo[1], mo[2]};
         }
       }
       T* column = columns_ + rows * k;

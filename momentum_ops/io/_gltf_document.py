@@ -155,13 +155,18 @@ class GltfDocument:
 
     # ------------------------------------------------------------ JSON access
     def items(self, kind: str) -> List[dict]:
-        """The top-level array `kind` ([] when absent); each entry must be an object."""
+        """The top-level array `kind` ([] when absent); each entry must be an object.
+        Checked once per array (readers ask for nodes once per node)."""
         value = self.json.get(kind, [])
+        checked = self.__dict__.setdefault("_checked_arrays", {})
+        if checked.get(kind) is value:
+            return value
         if not isinstance(value, list):
             raise self.error(f"{kind} must be an array")
         for i, item in enumerate(value):
             if not isinstance(item, dict):
                 raise self.error(f"{kind}[{i}] must be an object")
+        checked[kind] = value
         return value
 
     def index(self, value, kind: str, where: str) -> int:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
-from .. import _checks
 from ._gltf_document import GltfDocument
 
 EXTENSION = "FB_momentum"
@@ -67,16 +67,25 @@ def _number(file: GltfDocument, value, where: str) -> float:
     return float(value)
 
 
-def length_parameters(transform: np.ndarray) -> np.ndarray:
-    """[P] bool: parameters that drive translation channels and nothing else."""
-    by_channel = transform.reshape(-1, 7, transform.shape[1])
-    on_translation = (by_channel[:, :3] != 0).any(axis=(0, 1))
-    on_other = (by_channel[:, 3:] != 0).any(axis=(0, 1))
+def length_parameters(index: np.ndarray, values: np.ndarray, parameters: int) -> np.ndarray:
+    """[P] bool: parameters that drive translation channels and nothing else
+    (from the transform's entries: index [2, nnz] rows and columns, values)."""
+    rows, columns = index[0][values != 0], index[1][values != 0]
+    on_translation = np.zeros(parameters, dtype=bool)
+    on_other = np.zeros(parameters, dtype=bool)
+    on_translation[columns[rows % 7 < 3]] = True
+    on_other[columns[rows % 7 >= 3]] = True
     return on_translation & ~on_other
 
 
+def _entries(character):
+    """The character's transform entries as numpy (index [2, nnz], values)."""
+    return character.transform_index.numpy(), character.transform_values.detach().cpu().double().numpy()
+
+
 def read_transform(file: GltfDocument, ext: dict, joint_names: Sequence[str]):
-    """(parameter names, transform [7J, P] in metres, parameter_min, parameter_max)."""
+    """(parameter names, transform [7J, P] in metres as a sparse COO tensor
+    (float64), parameter_min, parameter_max)."""
     where = f"extensions.{EXTENSION}.transform"
     spec = ext["transform"]
     if not isinstance(spec, dict):
@@ -92,11 +101,7 @@ def read_transform(file: GltfDocument, ext: dict, joint_names: Sequence[str]):
     joints = spec["joints"]
     if not isinstance(joints, dict):
         raise file.error(f"{where}.joints must be an object (joint name -> channel -> parameter -> coefficient)")
-    try:
-        _checks.dense_transform_budget(len(joint_names), len(names), 8, where)
-    except ValueError as error:
-        raise file.error(str(error)) from None
-    transform = np.zeros((7 * len(joint_names), len(names)))
+    entries: Dict[Tuple[int, int], float] = {}
     for joint, channels in joints.items():
         here = f"{where}.joints[{joint!r}]"
         if joint not in row_of_joint:
@@ -113,13 +118,15 @@ def read_transform(file: GltfDocument, ext: dict, joint_names: Sequence[str]):
                     raise file.error(f"{here}[{channel!r}] names parameter {parameter!r}, which is not in "
                                      f"{where}.parameters")
                 value = _number(file, coefficient, f"{here}[{channel!r}][{parameter!r}]")
-                transform[7 * row_of_joint[joint] + CHANNELS.index(channel), column[parameter]] = value
-    lengths = length_parameters(transform)
-    translation_rows = np.zeros(7 * len(joint_names), dtype=bool)
-    translation_rows.reshape(-1, 7)[:, :3] = True
+                entries[(7 * row_of_joint[joint] + CHANNELS.index(channel), column[parameter])] = value
+    index = np.array(list(entries.keys()), dtype=np.int64).reshape(-1, 2).T
+    values = np.array(list(entries.values()), dtype=np.float64)
+    lengths = length_parameters(index, values, len(names))
     # Non-length parameters keep their values: their translation coefficients take the unit change.
-    transform[np.ix_(translation_rows, ~lengths)] /= CENTIMETRES_PER_METRE
+    values[(index[0] % 7 < 3) & ~lengths[index[1]]] /= CENTIMETRES_PER_METRE
     lower, upper = read_limits(file, ext, names, lengths)
+    transform = torch.sparse_coo_tensor(torch.from_numpy(index), torch.from_numpy(values),
+                                        (7 * len(joint_names), len(names)), check_invariants=True)
     return names, transform, lower, upper
 
 
@@ -208,8 +215,7 @@ def read_offsets(file: GltfDocument, ext: dict, joint_names: Sequence[str]) -> O
     return offsets.reshape(-1)
 
 
-def read_motion(file: GltfDocument, ext: dict, parameter_names: Sequence[str], joint_names: Sequence[str],
-                transform: np.ndarray, character_offsets: np.ndarray):
+def read_motion(file: GltfDocument, ext: dict, character):
     """(model parameters [F, P] in the character's parameter order and
     units, fps). Parameters the character lacks are dropped with a warning and
     ones the file lacks are zero (as Momentum maps a motion onto a
@@ -220,6 +226,8 @@ def read_motion(file: GltfDocument, ext: dict, parameter_names: Sequence[str], j
     parameters, which is exact when it lies in the transform's range (else
     GltfError)."""
     where = f"extensions.{EXTENSION}.motion"
+    parameter_names, joint_names = list(character.parameter_names), list(character.joint_names)
+    character_offsets = character.joint_parameter_offsets.detach().cpu().double().numpy()
     motion = _motion_object(file, ext)
     if motion is None:
         raise file.error(f"has no {where}")
@@ -241,7 +249,7 @@ def read_motion(file: GltfDocument, ext: dict, parameter_names: Sequence[str], j
         if missing:
             warnings.warn(f"{file.path}: the motion's parameters {missing[:5]}{'...' if len(missing) > 5 else ''} "
                           "are not parameters of the character and were left out", stacklevel=3)
-        lengths = length_parameters(transform)
+        lengths = length_parameters(*_entries(character), P)
         for i, name in enumerate(names):
             if name in column:
                 p = column[name]
@@ -249,6 +257,7 @@ def read_motion(file: GltfDocument, ext: dict, parameter_names: Sequence[str], j
     offsets = read_offsets(file, ext, joint_names)
     difference = (np.zeros_like(character_offsets) if offsets is None else offsets) - character_offsets
     if frames and np.abs(difference).max(initial=0) > 1e-6 * (1 + np.abs(character_offsets).max(initial=0)):
+        transform = character.parameter_transform.detach().cpu().double().numpy()
         shift, *_ = np.linalg.lstsq(transform, difference, rcond=None)
         residual = np.abs(transform @ shift - difference).max()
         if residual > 1e-6 * (1 + np.abs(difference).max()):
@@ -262,15 +271,15 @@ def read_motion(file: GltfDocument, ext: dict, parameter_names: Sequence[str], j
 def write(character, model_motion: Optional[np.ndarray], fps: float, add_accessor) -> dict:
     """The FB_momentum object for a character (and a model-parameter motion
     [F, P] in this library's units), in Momentum's units."""
-    transform = character.parameter_transform.detach().cpu().double().numpy()
+    index, values = _entries(character)
     names = list(character.parameter_names)
     joint_names = list(character.joint_names)
-    lengths = length_parameters(transform)
+    lengths = length_parameters(index, values, len(names))
     joints: Dict[str, Dict[str, Dict[str, float]]] = {}
-    rows, columns = np.nonzero(transform)
-    for r, c in zip(rows.tolist(), columns.tolist()):
+    for r, c, value in zip(index[0].tolist(), index[1].tolist(), values.tolist()):
+        if value == 0:
+            continue
         joint, channel = divmod(r, 7)
-        value = float(transform[r, c])
         if channel < 3 and not lengths[c]:
             value *= CENTIMETRES_PER_METRE
         joints.setdefault(joint_names[joint], {}).setdefault(CHANNELS[channel], {})[names[c]] = value

@@ -405,7 +405,7 @@ def load_gltf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     ext = momentum_extension.extension(file)
     if ext is not None and "transform" in ext:
         parameter_names, transform, lower, upper = momentum_extension.read_transform(file, ext, joint_names)
-        parameters = dict(parameter_names=parameter_names, parameter_transform=torch.tensor(transform, dtype=dtype),
+        parameters = dict(parameter_names=parameter_names, parameter_transform=transform.to(dtype),
                           parameter_min=torch.tensor(lower, dtype=dtype), parameter_max=torch.tensor(upper, dtype=dtype))
         joint_offsets = momentum_extension.read_offsets(file, ext, joint_names)
         if joint_offsets is not None:
@@ -590,10 +590,7 @@ def load_gltf_model_motion(path: Union[str, os.PathLike], character: Character):
     ext = momentum_extension.extension(file)
     if ext is None:
         raise file.error(f"has no {momentum_extension.EXTENSION} extension")
-    transform = character.parameter_transform.detach().cpu().double().numpy()
-    poses, fps = momentum_extension.read_motion(
-        file, ext, list(character.parameter_names), list(character.joint_names), transform,
-        character.joint_parameter_offsets.detach().cpu().double().numpy())
+    poses, fps = momentum_extension.read_motion(file, ext, character)
     return torch.tensor(poses, dtype=character.offsets.dtype), fps
 
 
@@ -708,7 +705,7 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: Optio
         model_motion = model_motion.detach().cpu().double()
         if motion is None:
             motion = character.model_parameters_to_joint_parameters(
-                model_motion.to(character.parameter_transform.dtype)).reshape(-1, J, 7)
+                model_motion.to(character.transform_values.dtype)).reshape(-1, J, 7)
         elif motion.shape[0] != model_motion.shape[0]:
             raise ValueError(f"save_gltf: motion has {motion.shape[0]} frames but model_motion has "
                              f"{model_motion.shape[0]}")
@@ -770,8 +767,12 @@ def save_gltf(path: Union[str, os.PathLike], character: Character, motion: Optio
     skin = pygltflib.Skin(joints=list(range(J)), inverseBindMatrices=writer.add(ibp.reshape(J, 16), "MAT4", 5126))
 
     nodes = []
+    children_of: List[List[int]] = [[] for _ in range(J)]
+    for c in range(J):
+        if parents[c] >= 0:
+            children_of[parents[c]].append(c)
     for j, name in enumerate(character.joint_names):
-        children = [c for c in range(J) if parents[c] == j]
+        children = children_of[j]
         nodes.append(pygltflib.Node(name=name, translation=offsets[j].tolist(), rotation=pre[j].tolist(),
                                     children=children or None))
     if has_mesh:

@@ -38,12 +38,12 @@ import io as _io
 import math
 import os
 import warnings
-from typing import Dict, List, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
 
-from .. import _checks, quaternion
+from .. import quaternion
 from ..character import Character
 from . import _files
 
@@ -237,11 +237,7 @@ def load_urdf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
     column = {name: p for p, name in enumerate(parameter_names)}
     by_name = {j.name: j for j in movable}
     J, P = len(joint_names), len(parameter_names)
-    try:
-        _checks.dense_transform_budget(J, P, 8, "load_urdf")
-    except ValueError as error:
-        raise UrdfError(f"{path}: {error}") from None
-    transform = np.zeros((7 * J, P))
+    transform: Dict[Tuple[int, int], float] = {}  # (joint parameter row, model parameter) -> coefficient
     joint_offsets = np.zeros(7 * J)
 
     def source(name, seen):
@@ -267,7 +263,7 @@ def load_urdf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
         p, a, b = source(joint.name, {joint.name})
         j, rows, coefficients = drives[joint.name]
         for row, coefficient in zip(rows, coefficients):
-            transform[7 * j + row, p] += a * coefficient
+            transform[(7 * j + row, p)] = transform.get((7 * j + row, p), 0.0) + a * coefficient
             joint_offsets[7 * j + row] += b * coefficient
         if joint.mimic is None and joint.type != "continuous" and joint.limit is not None:
             low, high = joint.limit.lower, joint.limit.upper
@@ -285,7 +281,10 @@ def load_urdf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
         parents=torch.tensor(parents, dtype=torch.int64),
         offsets=torch.tensor(np.stack(offsets), dtype=dtype),
         pre_rotations=torch.tensor(np.stack(pre_rotations), dtype=dtype),
-        parameter_transform=torch.tensor(transform, dtype=dtype),
+        parameter_transform=torch.sparse_coo_tensor(
+            torch.tensor(list(transform.keys()), dtype=torch.int64).reshape(-1, 2).t(),
+            torch.tensor(list(transform.values()), dtype=torch.float64), (7 * J, P),
+            check_invariants=True).to(dtype),
         parameter_names=parameter_names,
         parameter_min=torch.tensor(lower, dtype=dtype),
         parameter_max=torch.tensor(upper, dtype=dtype),
@@ -300,7 +299,7 @@ def load_urdf(path: Union[str, os.PathLike], dtype: torch.dtype = torch.float32)
         points = np.einsum("vij,vj->vi", world[skin_indices], np.concatenate([vertices, np.ones((len(vertices), 1))], 1))
         character = Character(
             joint_names=joint_names, parents=character.parents, offsets=character.offsets,
-            pre_rotations=character.pre_rotations, parameter_transform=character.parameter_transform,
+            pre_rotations=character.pre_rotations, parameter_transform=character.parameter_transform_sparse,
             parameter_names=parameter_names, parameter_min=character.parameter_min,
             parameter_max=character.parameter_max, joint_parameter_offsets=character.joint_parameter_offsets,
             inverse_bind_pose=torch.tensor(np.linalg.inv(world), dtype=dtype),
