@@ -47,7 +47,10 @@ class Character(torch.nn.Module):
     ``parameter_transform`` (a dense tensor, or a sparse COO/CSR one) is stored
     as its nonzero entries (``momentum_ops.parameter_transform``);
     ``Character.parameter_transform`` gives it back dense on request and
-    ``parameter_transform_sparse`` as a sparse tensor.
+    ``parameter_transform_sparse`` as a sparse tensor. Change the transform
+    by building a new Character or through ``load_state_dict``; to learn its
+    values, make ``transform_values`` require grad (a small transform is also
+    kept as a dense copy, used only while its values do not require grad).
 
     and the lists ``joint_names`` (J), ``parameter_names`` (P) and
     ``blend_shape_names`` (S). Every argument but the skeleton is optional: by
@@ -185,6 +188,13 @@ class Character(torch.nn.Module):
         self.register_buffer("transform_index", transform_index)
         self.register_buffer("transform_values", transform_values)
         self.register_buffer("_transform_index_device", transform_index.to(device), persistent=False)
+        # Small transforms are also kept dense: one matmul beats a gather and
+        # a scatter-add below ~64k elements (a 7-joint arm at batch 1: 2 us
+        # against 9 us). Rebuilt after load_state_dict; see
+        # model_parameters_to_joint_parameters for when it is used.
+        self.register_buffer("_dense_transform", self._small_dense(transform_index, transform_values, J, P),
+                             persistent=False)
+        self.register_load_state_dict_post_hook(_rebuild_dense_transform)
         self.register_buffer("joint_parameter_offsets", joint_parameter_offsets)
         self.register_buffer("parameter_min", parameter_min)
         self.register_buffer("parameter_max", parameter_max)
@@ -219,6 +229,12 @@ class Character(torch.nn.Module):
     def num_blend_shapes(self) -> int:
         return len(self.blend_shape_names)
 
+    @staticmethod
+    def _small_dense(index: torch.Tensor, values: torch.Tensor, joints: int, parameters: int) -> torch.Tensor:
+        if 7 * joints * parameters > _DENSE_LIMIT:
+            return torch.zeros(0, 0, dtype=values.dtype, device=values.device)
+        return _transform.dense(index, values.detach(), 7 * joints, parameters, "Character")
+
     @property
     def parameter_transform(self) -> torch.Tensor:
         """The transform as a dense ``[J*7, P]`` tensor, built on each access
@@ -239,8 +255,11 @@ class Character(torch.nn.Module):
         (``transform @ model_parameters + joint_parameter_offsets``)."""
         if model_parameters is None:
             raise ValueError("Character: model_parameters must be a tensor, got None")
-        joint_parameters = _transform.apply(model_parameters, self._transform_index_device, self.transform_values,
-                                            7 * self.parents.shape[0])
+        if self._dense_transform.numel() > 0 and not self.transform_values.requires_grad:
+            joint_parameters = torch.matmul(model_parameters, self._dense_transform.t())
+        else:  # big transforms, and values being learnt (their gradient flows through the entries)
+            joint_parameters = _transform.apply(model_parameters, self._transform_index_device, self.transform_values,
+                                                7 * self.parents.shape[0])
         if self.has_joint_parameter_offsets:
             joint_parameters = joint_parameters + self.joint_parameter_offsets
         return joint_parameters
@@ -305,6 +324,17 @@ class Character(torch.nn.Module):
             f"vertices={self.rest_vertices.shape[0]}, faces={self.faces.shape[0]}, "
             f"influences={self.skin_indices.shape[1]}, blend_shapes={self.blend_shapes.shape[0]}"
         )
+
+
+# The largest transform (7J x P elements) also kept dense.
+_DENSE_LIMIT = 1 << 16
+
+
+def _rebuild_dense_transform(module, incompatible_keys) -> None:
+    """load_state_dict replaced transform_values (in place): rebuild the dense copy."""
+    dense = Character._small_dense(module.transform_index, module.transform_values, module.num_joints,
+                                   module.num_parameters)
+    module._dense_transform = dense.to(module.transform_values.device)
 
 
 def _rest_inverse_bind_pose(parents, offsets, pre_rotations) -> torch.Tensor:

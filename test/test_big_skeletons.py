@@ -179,3 +179,24 @@ def test_cuda_solves_a_big_skeleton_and_its_jacobian_matches_the_cpu(generator):
     reached = gpu_character.joint_parameters_to_skeleton_state(
         gpu_character.model_parameters_to_joint_parameters(result.model_parameters))[:, joints, :3]
     assert float((reached.cpu() - targets).norm(dim=-1).max()) < 1e-9 * float(targets.norm(dim=-1).max())
+
+
+def test_a_loaded_state_dict_and_learnt_values_reach_the_joint_parameters(generator):
+    """The dense copy of a small transform follows load_state_dict, and values
+    that require grad are used (and get their gradient) through the entries."""
+    J, P = 5, 7
+    parents, offsets, pre = random_skeleton(J, generator, roots=1)
+    dense = a_transform(J, P, generator)
+    character = momentum_ops.Character([f"j{i}" for i in range(J)], parents, offsets, pre, parameter_transform=dense)
+    theta = torch.randn(2, P, generator=generator, dtype=torch.float64)
+    state = character.state_dict()
+    state["transform_values"] = 2 * state["transform_values"]
+    character.load_state_dict(state)
+    np.testing.assert_allclose(character.model_parameters_to_joint_parameters(theta).numpy(),
+                               theta.numpy() @ (2 * dense).numpy().T, rtol=1e-13, atol=1e-13)
+    character.transform_values.requires_grad_()
+    joint_parameters = character.model_parameters_to_joint_parameters(theta)
+    (grad,) = torch.autograd.grad(joint_parameters.sum(), character.transform_values)
+    rows, columns = character.transform_index
+    # d/d value_e of sum_b sum_r (T theta_b)_r = sum_b theta_b[column_e]
+    np.testing.assert_allclose(grad.numpy(), theta.sum(0)[columns].numpy(), rtol=1e-13)
