@@ -486,3 +486,36 @@ def test_cuda_graph_capture_of_a_solve(generator):
     graph.replay()
     torch.cuda.synchronize()
     assert (captured.error < 1e-20).all()
+
+
+@pytest.mark.parametrize("name", ["Fox", "CesiumMan"])
+def test_float32_stops_once_the_error_stops_improving(name, generator):
+    """With noisy targets a float32 solve stops within a few iterations of
+    reaching the float64 optimum (its energy within 1e-5), and its solution,
+    evaluated in float64, is as good as float32 noise allows."""
+    c64 = character_of(name)
+    active = rotations_and_root_translation(c64)
+    truth = random_poses(c64, active, 32, generator)
+    targets = joint_positions(c64, truth)
+    size = float(targets.norm(dim=-1).max())
+    targets = targets + 0.03 * size * torch.randn(targets.shape, generator=generator, dtype=torch.float64)
+    J = c64.num_joints
+    kw = dict(position_joints=torch.arange(J), active_parameters=active)
+    optimum = momentum_ops.solve_ik(c64, torch.zeros(32, c64.num_parameters, dtype=torch.float64),
+                                    position_targets=targets, max_iterations=200, **kw).error
+    c32 = character_of(name, torch.float32)
+    init = torch.zeros(32, c32.num_parameters)
+    result = momentum_ops.solve_ik(c32, init, position_targets=targets.float(), max_iterations=200, **kw)
+    # The first iteration count whose float32 solution is within 1e-5 of the optimum (by float64 energy).
+    first = torch.full((32,), 10 ** 6)
+    for k in range(60, -1, -1):
+        theta = momentum_ops.solve_ik(c32, init, position_targets=targets.float(), max_iterations=k, **kw)
+        energy = ((joint_positions(c64, theta.model_parameters.double()) - targets) ** 2).sum((-1, -2))
+        first = torch.where(energy <= optimum * (1 + 1e-5), torch.full_like(first, k), first)
+    energy = ((joint_positions(c64, result.model_parameters.double()) - targets) ** 2).sum((-1, -2))
+    gap = (energy - optimum) / optimum
+    late = (result.iterations.long() - first > 2).float().mean()
+    print(f"{name}: iterations median {float(result.iterations.float().median())}, {float(late):.0%} stop more than "
+          f"2 iterations after reaching the optimum; energy gap median {float(gap.median()):.1e} max {float(gap.max()):.1e}")
+    assert float(late) <= 0.4
+    assert float(gap.median()) <= 1e-5 and float(gap.max()) <= 2e-4

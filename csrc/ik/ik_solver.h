@@ -19,9 +19,11 @@
 // lowers E is taken. A full step divides lambda by 10; if no length lowers E,
 // lambda *= 10 and the system is solved again. A problem stops on a full step
 // whose relative decrease is <= tolerance or that moves the parameters by
-// less than sqrt(tolerance) relative, on max_iterations, or when no retry
-// lowers E (tolerance 0: run to rounding level); a problem whose energy is
-// not finite stops at once.
+// less than sqrt(tolerance) relative, once the decrease the Gauss-Newton
+// model predicts (-g.step) and the one taken are both within E's rounding
+// (4 eps sqrt(E * scale), see solve(); what ends float32 solves), on
+// max_iterations, or when no retry lowers E (tolerance 0: run to rounding
+// level); a problem whose energy is not finite stops at once.
 #pragma once
 
 #include "../common/math.h"
@@ -132,7 +134,7 @@ struct IkBatch {
 // Scalars shared by the threads working on one problem.
 template <typename T>
 struct IkControl {
-  T energy, trial_energy, lambda, diag_max, noise_floor;
+  T energy, trial_energy, lambda, diag_max, noise_floor, noise_scale, predicted;
   int touched_count, chain_length, failed, done, iterations;
 };
 
@@ -221,12 +223,15 @@ class IkSolver {
     x_.for_each(P, [&](int p) { theta_[p] = pr_.theta_init[p]; });
     x_.sync();
     const T e0 = energy(theta_);
-    const T floor = noise_floor();
+    const T scale = noise_scale();
     if (x_.leader()) {
+      const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
       c_->energy = e0;
       c_->lambda = m_.damping;
       c_->iterations = 0;
-      c_->noise_floor = floor;
+      c_->noise_scale = scale;
+      c_->noise_floor = T(16) * eps * eps * scale;
+      const T floor = c_->noise_floor;
       c_->done = !is_finite(e0) || e0 <= floor || m_.active_count == 0;
     }
     x_.sync();
@@ -236,12 +241,26 @@ class IkSolver {
       x_.sync();
       bool accepted = false;
       bool full_step = false;
+      if (x_.leader()) {
+        c_->predicted = T(INFINITY);
+      }
+      x_.sync();
       for (int attempt = 0; attempt < kIkMaxAttempts && !accepted; ++attempt) {
         if (attempt > 0) {
           x_.for_each(packed_size(), [&](int64_t e) { hessian_[e] = saved_[e]; });
           x_.sync();
         }
         if (damped_solve(c_->lambda)) {
+          if (attempt == 0) {
+            // The decrease the Gauss-Newton model predicts for this step, -g.step.
+            T partial = 0;
+            x_.for_each(m_.active_count, [&](int k) { partial -= gradient_[k] * step_[k]; });
+            const T predicted = x_.sum(partial);
+            if (x_.leader()) {
+              c_->predicted = predicted;
+            }
+            x_.sync();
+          }
           T length = T(1);
           for (int halving = 0; halving < kIkLineSearch && !accepted; ++halving) {
             x_.for_each(P, [&](int p) { trial_[p] = theta_[p]; });
@@ -289,7 +308,14 @@ class IkSolver {
         // of the parameters', so the next step would gain < tolerance.
         const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
         const T step_tolerance = max_(sqrt(m_.tolerance), eps);
+        // Stop once the model predicts no decrease above E's rounding: each
+        // residual r is off by ~eps (|p| + |target|), so E by about
+        // 2 eps sum w |r| (|p| + |target|) <= 4 eps sqrt(E * scale) (Cauchy-Schwarz).
+        // (The predicted decrease, not the one taken: a line search can take
+        // a short step with a small decrease far from the solution.)
+        const T decrease_noise = T(4) * eps * sqrt(previous * c_->noise_scale);
         c_->done = !accepted || c_->energy <= c_->noise_floor ||
+            (c_->predicted <= decrease_noise && previous - c_->energy <= decrease_noise) ||
             (full_step && (previous - c_->energy <= m_.tolerance * previous || relative_step <= step_tolerance));
       }
       x_.sync();
@@ -493,11 +519,12 @@ class IkSolver {
     return x_.sum(partial);
   }
 
-  // The energy that rounding alone leaves: every residual off by a few ulps
-  // of its size. Below it a "decrease" is noise, so the solve stops there
-  // instead of taking steps that only reshuffle rounding errors.
-  MOMENTUM_HD T noise_floor() {
-    const T eps = sizeof(T) == 4 ? T(1.2e-7) : T(2.3e-16);
+  // The scale of E's rounding: sum_c w_c 3 (1 + |target_c|)^2 (and the same
+  // for orientations and the regularisation). Every residual off by a few
+  // ulps of its size leaves E = 16 eps^2 scale (the noise floor): below it a
+  // "decrease" is noise, so the solve stops there instead of taking steps
+  // that only reshuffle rounding errors.
+  MOMENTUM_HD T noise_scale() {
     T partial = 0;
     x_.for_each(m_.positions, [&](int c) {
       const Vec3<T> t = load_vec3(pr_.position_targets + 3 * c);
@@ -510,8 +537,7 @@ class IkSolver {
       const T size = T(1) + (r < T(0) ? -r : r);
       partial += m_.regularization_weight[p] * size * size;
     });
-    const T scale = x_.sum(partial);
-    return T(16) * eps * eps * scale;
+    return x_.sum(partial);
   }
 
   // max(0, min - v) + max(0, v - max), signed so that its derivative is +1 above and -1 below.
