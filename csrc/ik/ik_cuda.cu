@@ -21,6 +21,9 @@ constexpr const char* kSolve = "ik_solve";
 constexpr const char* kBackward = "ik_solve_backward";
 constexpr const char* kResiduals = "position_residuals_and_jacobian";
 constexpr int kIkThreads = 128;
+// Registers are capped so that 8 blocks fit on a multiprocessor (64 per thread):
+// a few spills cost less than the eighth of the blocks 72 registers would lose.
+constexpr int kIkBlocksPerMultiprocessor = 8;
 constexpr int kIkInlineWords = 6144;  // 24 KB of index arrays by value
 constexpr int64_t kMaxTotalScratchBytes = int64_t(1) << 30;  // all blocks' scratch together
 
@@ -106,7 +109,7 @@ __device__ IkModel<T> kernel_model(const IkKernelParams<T>& p) {
 enum class Task { Solve, Backward, Residuals };
 
 template <typename T, Task kTask>
-__global__ void __launch_bounds__(kIkThreads) ik_kernel(const __grid_constant__ IkKernelParams<T> p) {
+__global__ void __launch_bounds__(kIkThreads, kIkBlocksPerMultiprocessor) ik_kernel(const __grid_constant__ IkKernelParams<T> p) {
   __shared__ IkControl<T> control;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   const IkModel<T> model = kernel_model(p);
@@ -158,11 +161,6 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   }
   const IkScratchLayout layout = args.layout();
   const int64_t per_problem = std::max<int64_t>(layout.total, 2);
-  int64_t blocks = std::min<int64_t>(args.batch, int64_t(multiprocessor_count(device)) * 8);
-  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxTotalScratchBytes / (per_problem * int64_t(sizeof(T)))));
-  Tensor scratch = torch::stable::new_empty(like, {blocks * per_problem});
-  p.scratch = static_cast<T*>(scratch.mutable_data_ptr());
-  p.scratch_stride = per_problem;
   // The Cholesky factorisation works on H's packed triangle: in shared memory
   // when it fits (on an H100's 227 KiB: Pa up to ~330 in float32, ~230 in float64), else in the
   // block's global scratch, where L2 thrashes for large batches.
@@ -173,6 +171,18 @@ void launch(const char* op, const IkArgs& args, const IkOptions& options, const 
   const size_t shared = p.shared_hessian ? hessian_bytes : 0;
   MOMENTUM_CUDA_CHECK(
       cudaFuncSetAttribute(ik_kernel<T, kTask>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)), op);
+  // The persistent grid is as many blocks as fit on the device at once (by
+  // registers and shared memory): one more, and the blocks of a second wave
+  // start only when a first-wave block has walked its whole share of the batch.
+  int per_multiprocessor = 0;
+  MOMENTUM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, ik_kernel<T, kTask>,
+                                                                    kIkThreads, shared), op);
+  int64_t blocks = std::min<int64_t>(args.batch,
+                                     int64_t(multiprocessor_count(device)) * std::max(per_multiprocessor, 1));
+  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, kMaxTotalScratchBytes / (per_problem * int64_t(sizeof(T)))));
+  Tensor scratch = torch::stable::new_empty(like, {blocks * per_problem});
+  p.scratch = static_cast<T*>(scratch.mutable_data_ptr());
+  p.scratch_stride = per_problem;
   ik_kernel<T, kTask><<<unsigned(blocks), kIkThreads, shared, stream>>>(p);
   MOMENTUM_CHECK_LAUNCH(op);
 }
