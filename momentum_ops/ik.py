@@ -9,11 +9,11 @@ implicit-function backward, and the residual/Jacobian building block.
 (docs/conventions.md, Inverse kinematics). All iterations run inside one op call;
 on a GPU there is no host synchronisation per iteration. The solution is
 differentiable with respect to the targets, the constraint weights and the
-regularisation reference, by the implicit function theorem with the
-Gauss-Newton Hessian ``H = J^T W J`` (exact where the residuals vanish), damped
-as ``H + mu diag(H)`` with ``mu`` starting at 1e-10 (float64) or 1e-6
-(float32) and raised while the factorisation fails (a singular H is damped,
-not projected).
+regularisation reference, by the implicit function theorem with the exact
+Hessian of E at the solution (Gauss-Newton plus the residuals times their
+second derivatives), damped as ``H + mu diag(|H|)`` with ``mu`` starting at
+1e-10 (float64) or 1e-6 (float32) and raised while the factorisation fails
+(an indefinite H is damped, not projected).
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ struct IkScratchLayout {
     gradient = take(active);
     step = take(active);
     columns = take(int64_t(9) * active);  // one constraint's rows, column-major by parameter
-    motions = take(int64_t(21) * joints);  // per chain joint: 7 parameter motions (3 each)
+    motions = take(int64_t(30) * joints);  // per chain joint: 7 parameter motions and 3 rotation axes (3 each)
     touched = take(active);
     chain = take(joints);
     chain_position = take(joints);
@@ -330,7 +330,7 @@ class IkSolver {
   }
 
   // ------------------------------------------------ implicit-function backward
-  // u = (H + mu D)^-1 v at theta (the solution), then the gradients of the
+  // u = (H + mu D)^-1 v at theta (the solution; H the exact Hessian, D = |diag(H)|), then the gradients of the
   // loss with respect to the targets, the weights and the reference:
   //   dL/dtarget_c = w_c J_c u,  dL/dw_c = -(J_c u) . r_c,  dL/dref = w_reg * u
   // (and the same for orientations through R(q_target)). mu starts tiny and
@@ -343,6 +343,16 @@ class IkSolver {
     x_.sync();
     energy(theta_);
     normal_equations(theta_);
+    // The exact Hessian: Gauss-Newton plus the residuals times their second derivatives.
+    for (int pass = 0; pass < 2; ++pass) {
+      const bool orientation = pass == 1;
+      const int count = orientation ? m_.orientations : m_.positions;
+      for (int c = 0; c < count; ++c) {
+        T residual[9];
+        constraint_columns(c, orientation, residual);
+        add_second_order(c, orientation, residual, orientation ? pr_.orientation_weights[c] : pr_.position_weights[c]);
+      }
+    }
     x_.for_each(packed_size(), [&](int64_t e) { saved_[e] = hessian_[e]; });
     x_.sync();
     T mu = sizeof(T) == 4 ? T(1e-6) : T(1e-10);
@@ -588,7 +598,7 @@ class IkSolver {
       const Transform<T> state = load_state(states_ + 8 * a);
       const JointMotions<T> mo =
           joint_motions(jp_ + 7 * a, load_vec3(m_.offsets + 3 * a), load_quat(pre_ + 4 * a), state);
-      T* out = motions_ + 21 * i;
+      T* out = motions_ + 30 * i;
       const Vec3<T> arm = point - state.t;
       for (int k = 0; k < 3; ++k) {
         const Vec3<T> t = orientation ? Vec3<T>{T(0), T(0), T(0)} : mo.translation[k];
@@ -598,6 +608,9 @@ class IkSolver {
       }
       const Vec3<T> s = orientation ? Vec3<T>{T(0), T(0), T(0)} : T(kLn2) * arm;
       out[18] = s.x, out[19] = s.y, out[20] = s.z;
+      for (int k = 0; k < 3; ++k) {  // the world axes, for the second derivatives
+        out[21 + 3 * k] = mo.rotation[k].x, out[22 + 3 * k] = mo.rotation[k].y, out[23 + 3 * k] = mo.rotation[k].z;
+      }
     });
     x_.sync();
     // Through the parameter transform, for every active parameter.
@@ -609,7 +622,7 @@ class IkSolver {
         const int row = m_.active_row[e];
         const int i = chain_position_[row / 7];
         if (i >= 0) {
-          const T* mo = motions_ + 21 * i + 3 * (row % 7);
+          const T* mo = motions_ + 30 * i + 3 * (row % 7);
           v = v + m_.transform_values[m_.active_entry[e]] * Vec3<T>{mo[0], mo[1], mo[2]};
         }
       }
@@ -637,6 +650,100 @@ class IkSolver {
     x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = -1; });
     x_.sync();
     return rows;
+  }
+
+  // Order of a joint parameter's motion along the chain, outermost first:
+  // chain index i counts from the constraint's joint up to the root, and in
+  // one joint the translation acts in the parent's frame, then rz, ry, rx
+  // (q = pre qz qy qx); the scale commutes with the rotations.
+  MOMENTUM_HD static int motion_rank(int i, int q) {
+    const int within = q < 3 ? 0 : q == 5 ? 1 : q == 4 ? 2 : q == 3 ? 3 : 4;
+    return -8 * i + within;  // smaller: outer
+  }
+
+  // The second derivative of the constraint's residual along motions a
+  // (outer) and b (inner) of chain joints, dotted with the residual: the
+  // outer motion's linear part L_a applied to the inner motion's derivative,
+  // L_a = 0 (translation), w_a x (rotation about world axis w_a) or ln 2
+  // (scale). Positions: r . L_a(dp/dq_b). Orientations (rotations only):
+  // sum over columns r_col . (w_a x (w_b x R_col)).
+  MOMENTUM_HD T second_derivative(bool orientation, const T residual[9], const T current[9], int ia, int qa,
+                                  int ib, int qb) const {
+    if (qa < 3) return T(0);
+    const T* ma = motions_ + 30 * ia;
+    const T* mb = motions_ + 30 * ib;
+    if (orientation) {
+      if (qa == 6 || qb < 3 || qb == 6) return T(0);
+      const Vec3<T> wa = load_vec3(ma + 21 + 3 * (qa - 3)), wb = load_vec3(mb + 21 + 3 * (qb - 3));
+      T sum = 0;
+      for (int col = 0; col < 3; ++col) {
+        const Vec3<T> rc{current[col], current[3 + col], current[6 + col]};
+        const Vec3<T> d = cross(wa, cross(wb, rc));
+        sum += residual[col] * d.x + residual[3 + col] * d.y + residual[6 + col] * d.z;
+      }
+      return sum;
+    }
+    const Vec3<T> jb = load_vec3(mb + 3 * qb);
+    const Vec3<T> r{residual[0], residual[1], residual[2]};
+    if (qa == 6) return T(kLn2) * dot(r, jb);
+    return dot(r, cross(load_vec3(ma + 21 + 3 * (qa - 3)), jb));
+  }
+
+  // Adds w r . d2 r / dtheta_k dtheta_l of the constraint constraint_columns
+  // just evaluated (its chain and motions) to the packed Hessian, through
+  // the transform's entries on the chain.
+  MOMENTUM_HD void add_second_order(int c, bool orientation, const T residual[9], T w) {
+    const int n = c_->chain_length;
+    T current[9] = {};
+    if (orientation) {
+      orientation_rows(c, current);
+    }
+    x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = i; });
+    if (x_.leader()) {
+      c_->touched_count = 0;
+    }
+    x_.sync();
+    // The active parameters with an entry on the chain.
+    x_.for_each(m_.active_count, [&](int k) {
+      for (int e = m_.active_start[k]; e < m_.active_start[k + 1]; ++e) {
+        if (chain_position_[m_.active_row[e] / 7] >= 0) {
+          touched_[x_.append(&c_->touched_count)] = k;
+          return;
+        }
+      }
+    });
+    x_.sync();
+    const int m = c_->touched_count;
+    x_.for_each(int64_t(m) * (m + 1) / 2, [&](int64_t e) {
+      int64_t a, b;
+      packed_entry(e, &a, &b);
+      int ka = touched_[a], kb = touched_[b];
+      if (ka < kb) {
+        const int swap = ka;
+        ka = kb;
+        kb = swap;
+      }
+      T sum = 0;
+      for (int ea = m_.active_start[ka]; ea < m_.active_start[ka + 1]; ++ea) {
+        const int ia = chain_position_[m_.active_row[ea] / 7];
+        if (ia < 0) continue;
+        const int qa = m_.active_row[ea] % 7;
+        const T ca = m_.transform_values[m_.active_entry[ea]];
+        for (int eb = m_.active_start[kb]; eb < m_.active_start[kb + 1]; ++eb) {
+          const int ib = chain_position_[m_.active_row[eb] / 7];
+          if (ib < 0) continue;
+          const int qb = m_.active_row[eb] % 7;
+          const T cb = m_.transform_values[m_.active_entry[eb]];
+          const bool a_outer = motion_rank(ia, qa) <= motion_rank(ib, qb);
+          sum += ca * cb * (a_outer ? second_derivative(orientation, residual, current, ia, qa, ib, qb)
+                                    : second_derivative(orientation, residual, current, ib, qb, ia, qa));
+        }
+      }
+      hessian_[packed_index(ka, kb)] += w * sum;
+    });
+    x_.sync();
+    x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = -1; });
+    x_.sync();
   }
 
   // (J_c u)_r for row r of the current constraint's columns.
@@ -724,7 +831,7 @@ class IkSolver {
     const T floor = c_->diag_max * T(1e-9) + T(1e-30);
     x_.for_each(n, [&](int k) {
       T& d = hessian_[packed_index(k, k)];
-      d += lambda * max_(d, floor);
+      d += lambda * max_(d < T(0) ? -d : d, floor);  // |d|: the exact Hessian's diagonal can be negative
     });
     x_.sync();
     // Right-looking Cholesky, L overwrites the lower triangle.
