@@ -537,3 +537,11 @@ def test_save_gltf_names_a_bad_argument(model, tmp_path, motion, fps, match):
     character = load_gltf(str(model / "SimpleSkin.gltf"))
     with pytest.raises(ValueError, match=match):
         save_gltf(str(tmp_path / "out.glb"), character, motion, fps=fps)
+
+
+@pytest.mark.parametrize("kind", ["nodes", "meshes", "skins", "accessors", "animations"])
+def test_a_null_top_level_array_is_refused(model, kind):
+    """A top-level array given as null is refused like any other non-array (a
+    reader that remembers which arrays it checked must not take null for one;
+    found by the fuzzer)."""
+    expect_error(edited(model, lambda doc: doc.update({kind: None})), f"{kind} must be an array")

@@ -33,6 +33,15 @@ struct BlockExec {
   __device__ void for_each(int64_t n, F&& f) const {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
   }
+  // f(a, b) for every a >= b in [0, n), the pairs of a packed triangle spread over the threads.
+  template <typename F>
+  __device__ void for_each_pair(int n, F&& f) const {
+    for_each(int64_t(n) * (n + 1) / 2, [&](int64_t e) {
+      int64_t a, b;
+      packed_entry(e, &a, &b);
+      f(int(a), int(b));
+    });
+  }
   __device__ void sync() const { __syncthreads(); }
   __device__ bool leader() const { return threadIdx.x == 0; }
   __device__ int append(int* counter) const { return atomicAdd(counter, 1); }

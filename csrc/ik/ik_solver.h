@@ -714,9 +714,7 @@ class IkSolver {
     });
     x_.sync();
     const int m = c_->touched_count;
-    x_.for_each(int64_t(m) * (m + 1) / 2, [&](int64_t e) {
-      int64_t a, b;
-      packed_entry(e, &a, &b);
+    x_.for_each_pair(m, [&](int a, int b) {
       int ka = touched_[a], kb = touched_[b];
       if (ka < kb) {
         const int swap = ka;
@@ -771,10 +769,7 @@ class IkSolver {
         const int rows = constraint_columns(c, orientation, residual);
         const T w = orientation ? pr_.orientation_weights[c] : pr_.position_weights[c];
         const int m = c_->touched_count;
-        const int64_t pairs = int64_t(m) * (m + 1) / 2;
-        x_.for_each(pairs, [&](int64_t e) {
-          int64_t a, b;
-          packed_entry(e, &a, &b);
+        x_.for_each_pair(m, [&](int a, int b) {
           int ka = touched_[a], kb = touched_[b];
           if (ka < kb) {
             const int swap = ka;
@@ -917,6 +912,13 @@ struct SequentialExec {
   template <typename F>
   void for_each(int64_t n, F&& f) const {
     for (int64_t i = 0; i < n; ++i) f(i);
+  }
+  // f(a, b) for every a >= b in [0, n): nested loops (no square root per pair).
+  template <typename F>
+  void for_each_pair(int n, F&& f) const {
+    for (int a = 0; a < n; ++a) {
+      for (int b = 0; b <= a; ++b) f(a, b);
+    }
   }
   void sync() const {}
   bool leader() const { return true; }

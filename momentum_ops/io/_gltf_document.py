@@ -159,7 +159,7 @@ class GltfDocument:
         Checked once per array (readers ask for nodes once per node)."""
         value = self.json.get(kind, [])
         checked = self.__dict__.setdefault("_checked_arrays", {})
-        if checked.get(kind) is value:
+        if kind in checked and checked[kind] is value:
             return value
         if not isinstance(value, list):
             raise self.error(f"{kind} must be an array")
