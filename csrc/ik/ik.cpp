@@ -144,41 +144,33 @@ void build_index(IkArgs& args, const std::vector<int32_t>& codes, const std::vec
   args.offsets_of.active = append(active);
   args.offsets_of.position_joints = append(position_joints);
   args.offsets_of.orientation_joints = append(orientation_joints);
-  // The transform by row (counting sort: entries keep their order within a row).
-  const int64_t joint_rows = 7 * J, nnz = int64_t(transform.rows.size());
-  std::vector<int32_t> row_start(size_t(joint_rows) + 1, 0), row_column(static_cast<size_t>(nnz)),
-      row_entry(static_cast<size_t>(nnz));
-  for (int64_t r : transform.rows) ++row_start[size_t(r) + 1];
-  for (int64_t r = 0; r < joint_rows; ++r) row_start[size_t(r) + 1] += row_start[size_t(r)];
-  {
-    std::vector<int32_t> next(row_start.begin(), row_start.end() - 1);
+  // The transform's entries grouped by row (for jp = T theta) and by active
+  // parameter (for the Jacobian): a counting sort of the entry indices by
+  // bucket (-1: left out), keeping their order within a bucket.
+  const int64_t nnz = int64_t(transform.rows.size());
+  auto group = [&](int64_t buckets, auto bucket_of, std::vector<int32_t>& start, std::vector<int32_t>& entries) {
+    start.assign(size_t(buckets) + 1, 0);
     for (int64_t e = 0; e < nnz; ++e) {
-      const int32_t at = next[size_t(transform.rows[size_t(e)])]++;
-      row_column[size_t(at)] = int32_t(transform.columns[size_t(e)]);
-      row_entry[size_t(at)] = int32_t(e);
+      const int64_t k = bucket_of(e);
+      if (k >= 0) ++start[size_t(k) + 1];
     }
-  }
-  // ... and by active parameter, for the Jacobian.
+    for (int64_t k = 0; k < buckets; ++k) start[size_t(k) + 1] += start[size_t(k)];
+    entries.assign(size_t(start.back()), 0);
+    std::vector<int32_t> next(start.begin(), start.end() - 1);
+    for (int64_t e = 0; e < nnz; ++e) {
+      const int64_t k = bucket_of(e);
+      if (k >= 0) entries[size_t(next[size_t(k)]++)] = int32_t(e);
+    }
+  };
+  std::vector<int32_t> row_start, row_entry, active_start, active_entry;
+  group(7 * J, [&](int64_t e) { return transform.rows[size_t(e)]; }, row_start, row_entry);
   std::vector<int32_t> slot(size_t(args.params), -1);
   for (size_t k = 0; k < active.size(); ++k) slot[size_t(active[k])] = int32_t(k);
-  std::vector<int32_t> active_start(active.size() + 1, 0);
-  for (int64_t c : transform.columns) {
-    if (slot[size_t(c)] >= 0) ++active_start[size_t(slot[size_t(c)]) + 1];
-  }
-  for (size_t k = 0; k < active.size(); ++k) active_start[k + 1] += active_start[k];
-  std::vector<int32_t> active_row(static_cast<size_t>(active_start.back())),
-      active_entry(static_cast<size_t>(active_start.back()));
-  {
-    std::vector<int32_t> next(active_start.begin(), active_start.end() - 1);
-    for (int64_t e = 0; e < nnz; ++e) {
-      const int32_t k = slot[size_t(transform.columns[size_t(e)])];
-      if (k >= 0) {
-        const int32_t at = next[size_t(k)]++;
-        active_row[size_t(at)] = int32_t(transform.rows[size_t(e)]);
-        active_entry[size_t(at)] = int32_t(e);
-      }
-    }
-  }
+  group(int64_t(active.size()), [&](int64_t e) { return int64_t(slot[size_t(transform.columns[size_t(e)])]); },
+        active_start, active_entry);
+  std::vector<int32_t> row_column(row_entry.size()), active_row(active_entry.size());
+  for (size_t i = 0; i < row_entry.size(); ++i) row_column[i] = int32_t(transform.columns[size_t(row_entry[i])]);
+  for (size_t i = 0; i < active_entry.size(); ++i) active_row[i] = int32_t(transform.rows[size_t(active_entry[i])]);
   args.offsets_of.row_start = append(row_start);
   args.offsets_of.row_column = append(row_column);
   args.offsets_of.row_entry = append(row_entry);

@@ -714,13 +714,7 @@ class IkSolver {
     });
     x_.sync();
     const int m = c_->touched_count;
-    x_.for_each_pair(m, [&](int a, int b) {
-      int ka = touched_[a], kb = touched_[b];
-      if (ka < kb) {
-        const int swap = ka;
-        ka = kb;
-        kb = swap;
-      }
+    for_each_touched_pair(m, [&](int ka, int kb) {
       T sum = 0;
       for (int ea = m_.active_start[ka]; ea < m_.active_start[ka + 1]; ++ea) {
         const int ia = chain_position_[m_.active_row[ea] / 7];
@@ -742,6 +736,16 @@ class IkSolver {
     x_.sync();
     x_.for_each(n, [&](int i) { chain_position_[chain_[i]] = -1; });
     x_.sync();
+  }
+
+  // f(ka, kb), ka >= kb, for every pair of the first m active parameters in
+  // touched_: the entries of the packed lower triangle they touch.
+  template <typename F>
+  MOMENTUM_HD void for_each_touched_pair(int m, F&& f) {
+    x_.for_each_pair(m, [&](int a, int b) {
+      const int ka = touched_[a], kb = touched_[b];
+      f(ka > kb ? ka : kb, ka > kb ? kb : ka);
+    });
   }
 
   // (J_c u)_r for row r of the current constraint's columns.
@@ -769,13 +773,7 @@ class IkSolver {
         const int rows = constraint_columns(c, orientation, residual);
         const T w = orientation ? pr_.orientation_weights[c] : pr_.position_weights[c];
         const int m = c_->touched_count;
-        x_.for_each_pair(m, [&](int a, int b) {
-          int ka = touched_[a], kb = touched_[b];
-          if (ka < kb) {
-            const int swap = ka;
-            ka = kb;
-            kb = swap;
-          }
+        for_each_touched_pair(m, [&](int ka, int kb) {
           const T* ca = columns_ + rows * ka;
           const T* cb = columns_ + rows * kb;
           T sum = 0;
